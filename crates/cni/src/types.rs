@@ -31,6 +31,23 @@ pub struct Dns {
 }
 
 impl Dns {
+    /// Parses resolv.conf text: `nameserver`, `domain`, `search`, `options`.
+    pub fn from_resolv_conf(text: &str) -> Dns {
+        let mut dns = Dns::default();
+        for line in text.lines() {
+            let line = line.split(['#', ';']).next().unwrap_or("");
+            let mut words = line.split_whitespace();
+            match words.next() {
+                Some("nameserver") => dns.nameservers.extend(words.next().map(str::to_owned)),
+                Some("domain") => dns.domain = words.next().unwrap_or_default().to_owned(),
+                Some("search") => dns.search = words.map(str::to_owned).collect(),
+                Some("options") => dns.options.extend(words.map(str::to_owned)),
+                _ => {}
+            }
+        }
+        dns
+    }
+
     /// Nothing set.
     pub fn is_empty(&self) -> bool {
         self.nameservers.is_empty()
@@ -562,6 +579,17 @@ mod tests {
                 assert_eq!(back.ips, r.ips);
             }
         }
+    }
+
+    #[test]
+    fn resolv_conf() {
+        let d = Dns::from_resolv_conf(
+            "# c\nnameserver 10.0.0.1\nnameserver fd00::1 # x\nsearch a.b c.d\ndomain ex\noptions ndots:2 edns0\n",
+        );
+        assert_eq!(d.nameservers, ["10.0.0.1", "fd00::1"]);
+        assert_eq!(d.search, ["a.b", "c.d"]);
+        assert_eq!(d.domain, "ex");
+        assert_eq!(d.options, ["ndots:2", "edns0"]);
     }
 
     #[test]
