@@ -1,1 +1,7 @@
-fn main() {}
+//! `rnet-host`: the container shares the host's network namespace.
+fn main() {
+    rnet_cni::skel::run(
+        &rnet_host::HostPlugin,
+        concat!("rnet host plugin v", env!("CARGO_PKG_VERSION")),
+    )
+}

@@ -1,0 +1,66 @@
+//! # rnet-plugin: glue shared by the plugin executables
+//!
+//! Maps the lower crates' typed errors onto CNI error codes, and opens the
+//! container namespace with the CNI contract's semantics: on ADD and CHECK a
+//! missing namespace is error 3 (the container does not exist) and a path that
+//! is not a network namespace is error 4 (invalid `CNI_NETNS`); on DEL a missing
+//! namespace is not an error (DEL must succeed when things are already gone).
+
+use rnet_cni::{CmdArgs, CniError, code};
+use rnet_netlink::NetlinkError;
+use rnet_netns::{NetNs, NsError};
+
+/// A namespace error as a CNI error.
+pub fn ns_error(e: NsError) -> CniError {
+    match &e {
+        NsError::NotFound { .. } => CniError::new(code::UNKNOWN_CONTAINER, e.to_string()),
+        NsError::NotANamespace { .. } | NsError::WrongKind { .. } | NsError::InvalidName { .. } => {
+            CniError::invalid_env(format!("CNI_NETNS: {e}"))
+        }
+        _ => CniError::new(code::NAMESPACE, e.to_string()),
+    }
+}
+
+/// A netlink error as a CNI error (code 101, or the namespace mapping).
+pub fn netlink_error(e: NetlinkError) -> CniError {
+    match e {
+        NetlinkError::Namespace(ns) => ns_error(ns),
+        other => CniError::new(code::NETLINK, other.to_string()),
+    }
+}
+
+/// Opens `CNI_NETNS` for ADD/CHECK: it must be set and be a network namespace.
+pub fn container_netns(args: &CmdArgs) -> Result<NetNs, CniError> {
+    let Some(path) = &args.netns else {
+        return Err(CniError::invalid_env(
+            "CNI_NETNS is not set; ADD and CHECK need the container's network namespace path",
+        ));
+    };
+    NetNs::open(path).map_err(ns_error)
+}
+
+/// Opens `CNI_NETNS` for DEL: `None` when unset or already gone.
+pub fn container_netns_for_del(args: &CmdArgs) -> Result<Option<NetNs>, CniError> {
+    let Some(path) = &args.netns else {
+        return Ok(None);
+    };
+    match NetNs::open(path) {
+        Ok(ns) => Ok(Some(ns)),
+        Err(NsError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(ns_error(e)),
+    }
+}
+
+/// Refuses a container namespace that is the plugin's own (the runtime passed the
+/// host namespace by mistake): configuring it would change the host.
+pub fn refuse_own_netns(ns: &NetNs) -> Result<(), CniError> {
+    let own = NetNs::current().map_err(ns_error)?;
+    let (a, b) = (own.id().map_err(ns_error)?, ns.id().map_err(ns_error)?);
+    if a == b {
+        return Err(CniError::new(
+            code::NAMESPACE,
+            "plugin's netns and netns from CNI_NETNS should not be the same: CNI_NETNS must be the container's namespace, not the host's",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,56 @@
+//! Shared helpers for the lab tests.
+
+use netns_fixtures::{CniCall, CniOutput, Lab, find_plugin};
+use serde_json::Value;
+use std::path::PathBuf;
+
+/// A lab, or a loud failure explaining that root is needed.
+pub fn lab() -> Lab {
+    netns_fixtures::require_root().expect(netns_fixtures::NEED_ROOT);
+    Lab::new().expect("cannot build the lab (root and network namespaces are needed)")
+}
+
+/// Path of one of rnet's built plugins (fails loudly if not built).
+pub fn rnet(name: &str) -> PathBuf {
+    find_plugin(name).expect("plugin binary missing: run `cargo build --workspace --bins` first")
+}
+
+/// Path of a reference plugin from Debian's containernetworking-plugins.
+pub fn reference(name: &str) -> PathBuf {
+    let p = PathBuf::from("/usr/lib/cni").join(name);
+    assert!(
+        p.is_file(),
+        "reference plugin {} missing: install Debian's containernetworking-plugins (scripts/deps.sh does)",
+        p.display()
+    );
+    p
+}
+
+/// The directory of rnet's built plugins (for CNI_PATH).
+pub fn rnet_dir() -> PathBuf {
+    rnet("rnet-none")
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+/// Runs `call`, panicking with the plugin's output if it could not run at all.
+pub fn run(call: CniCall<'_>) -> CniOutput {
+    call.run().expect("plugin could not be run")
+}
+
+/// The error code printed by a failed plugin call.
+pub fn error_code(out: &CniOutput) -> u64 {
+    assert_ne!(
+        out.status,
+        0,
+        "expected a failure, got success: {}",
+        out.stdout_str()
+    );
+    let v: Value = out
+        .json()
+        .expect("a failed plugin must print a JSON error on stdout");
+    v["code"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("error without a code: {v}"))
+}

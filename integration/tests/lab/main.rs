@@ -1,0 +1,9 @@
+//! rnet's lab tests: real plugin executables, run as a runtime runs them, in
+//! throwaway namespaces built by `netns-fixtures`. They need root; without it
+//! they fail (loudly) instead of skipping.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+mod host;
+mod none;
+mod protocol;
