@@ -72,7 +72,7 @@ pub enum IpamError {
         waited: Duration,
     },
 
-    /// No free address is left in a range set on ADD (CNI code 100).
+    /// No free address is left in a range set on ADD (CNI code 110).
     #[error(
         "no free IP address in range set {range_set} ({ranges}); release addresses (DEL or GC) or widen the range"
     )]
@@ -83,7 +83,7 @@ pub enum IpamError {
         ranges: String,
     },
 
-    /// A requested static address is held by another attachment (CNI code 101).
+    /// A requested static address is held by another attachment (CNI code 111).
     #[error("requested IP address {ip} is already allocated{}; choose another address or remove the holder", holder_text(.holder))]
     RequestedIpTaken {
         /// The requested address.
@@ -92,7 +92,7 @@ pub enum IpamError {
         holder: Option<Owner>,
     },
 
-    /// A requested static address lies in no configured range (CNI code 102).
+    /// A requested static address lies in no configured range (CNI code 112).
     #[error(
         "requested IP address {ip} is outside every configured range ({ranges}); request an address inside a range"
     )]
@@ -103,7 +103,7 @@ pub enum IpamError {
         ranges: String,
     },
 
-    /// A requested static address is the gateway, network or broadcast address of its range (CNI code 103).
+    /// A requested static address is the gateway, network or broadcast address of its range (CNI code 114).
     #[error("requested IP address {ip} is the {what} of {range} and is never handed out")]
     RequestedIpReserved {
         /// The requested address.
@@ -114,7 +114,7 @@ pub enum IpamError {
         range: String,
     },
 
-    /// A repeated ADD asks for a different address than the attachment already holds (CNI code 104).
+    /// A repeated ADD asks for a different address than the attachment already holds (CNI code 115).
     #[error(
         "{owner} already holds {held} in range set {range_set} but {requested} was requested; DEL the attachment first"
     )]
@@ -129,7 +129,7 @@ pub enum IpamError {
         requested: IpAddr,
     },
 
-    /// CHECK found no lease for the attachment (CNI code 105).
+    /// CHECK found no lease for the attachment (CNI code 116).
     #[error("{owner} holds no IP address in network {network}; it was never added or was released")]
     NoLease {
         /// The attachment.
@@ -169,12 +169,12 @@ impl IpamError {
             IpamError::InvalidConfig { .. } => 7,
             IpamError::Busy { .. } => 11,
             IpamError::Unavailable { .. } => 50,
-            IpamError::RangeExhausted { .. } => 100,
-            IpamError::RequestedIpTaken { .. } => 101,
-            IpamError::RequestedIpOutsideRanges { .. } => 102,
-            IpamError::RequestedIpReserved { .. } => 103,
-            IpamError::AlreadyAllocated { .. } => 104,
-            IpamError::NoLease { .. } => 105,
+            IpamError::RangeExhausted { .. } => 110,
+            IpamError::RequestedIpTaken { .. } => 111,
+            IpamError::RequestedIpOutsideRanges { .. } => 112,
+            IpamError::RequestedIpReserved { .. } => 114,
+            IpamError::AlreadyAllocated { .. } => 115,
+            IpamError::NoLease { .. } => 116,
         }
     }
 

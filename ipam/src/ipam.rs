@@ -372,7 +372,7 @@ mod tests {
         // wraps to the freed .2; .7 is the broadcast address
         assert_eq!(addrs(&i.allocate(&o("f")).unwrap()), ["10.0.0.2/29"]);
         let e = i.allocate(&o("g")).unwrap_err();
-        assert_eq!(e.cni_code(), 100);
+        assert_eq!(e.cni_code(), 110);
         assert!(e.to_string().contains("10.0.0.0/29"), "{e}");
         let s = i.status().unwrap_err();
         assert_eq!(s.cni_code(), 50);
@@ -440,7 +440,7 @@ mod tests {
             ["10.0.0.2/24", "fd00::70/64"]
         );
         // the same request for another attachment: taken
-        assert_eq!(i.allocate(&o("b")).unwrap_err().cni_code(), 101);
+        assert_eq!(i.allocate(&o("b")).unwrap_err().cni_code(), 111);
     }
 
     #[test]
@@ -451,7 +451,7 @@ mod tests {
         let i = with_requests(&base, &["10.0.0.20"]);
         i.allocate(&o("a")).unwrap();
         let e = i.allocate(&o("b")).unwrap_err();
-        assert_eq!(e.cni_code(), 101, "{e}");
+        assert_eq!(e.cni_code(), 111, "{e}");
         assert!(
             e.to_string().contains("10.0.0.20") && e.to_string().contains("container a"),
             "{e}"
@@ -462,11 +462,11 @@ mod tests {
         let e = with_requests(&base, &["10.0.0.200"])
             .allocate(&o("a"))
             .unwrap_err();
-        assert_eq!(e.cni_code(), 102, "{e}");
+        assert_eq!(e.cni_code(), 112, "{e}");
         let e = with_requests(&base, &["10.0.0.1"])
             .allocate(&o("a"))
             .unwrap_err();
-        assert_eq!(e.cni_code(), 103, "{e}");
+        assert_eq!(e.cni_code(), 114, "{e}");
         assert!(e.to_string().contains("gateway"), "{e}");
         let e = with_requests(&base, &["10.0.0.5", "10.0.0.6"])
             .allocate(&o("a"))
@@ -475,7 +475,7 @@ mod tests {
         let e = with_requests(&base, &["fd00::1"])
             .allocate(&o("a"))
             .unwrap_err();
-        assert_eq!(e.cni_code(), 103, "{e}");
+        assert_eq!(e.cni_code(), 114, "{e}");
 
         // repeated ADD asking for another static address
         let store = Arc::new(MemStore::new());
@@ -492,7 +492,7 @@ mod tests {
         let e = Ipam::new(c, Box::new(Arc::clone(&store)))
             .allocate(&o("a"))
             .unwrap_err();
-        assert_eq!(e.cni_code(), 104, "{e}");
+        assert_eq!(e.cni_code(), 115, "{e}");
     }
 
     #[test]
@@ -503,11 +503,11 @@ mod tests {
         i.allocate(&o("a")).unwrap();
         i.allocate(&o("b")).unwrap(); // fd00::/126 has ::2 and ::3 only
         let e = i.allocate(&o("c")).unwrap_err();
-        assert_eq!(e.cni_code(), 100);
+        assert_eq!(e.cni_code(), 110);
         assert!(e.to_string().contains("range set 1"), "{e}");
         assert!(i.leases().unwrap().iter().all(|l| l.owner != o("c")));
         let e = i.check(&o("c")).unwrap_err();
-        assert_eq!(e.cni_code(), 105);
+        assert_eq!(e.cni_code(), 116);
     }
 
     #[test]
@@ -587,7 +587,7 @@ mod tests {
                 "10.0.1.11/24"
             ]
         );
-        assert_eq!(i.allocate(&o("x")).unwrap_err().cni_code(), 100);
+        assert_eq!(i.allocate(&o("x")).unwrap_err().cni_code(), 110);
     }
 
     #[test]
@@ -595,6 +595,6 @@ mod tests {
         let i = ipam(json!({"name":"n","ipam":{"ranges":[[{"subnet":"fd00::/126"}]]}}));
         assert_eq!(addrs(&i.allocate(&o("a")).unwrap()), ["fd00::2/126"]);
         assert_eq!(addrs(&i.allocate(&o("b")).unwrap()), ["fd00::3/126"]);
-        assert_eq!(i.allocate(&o("c")).unwrap_err().cni_code(), 100);
+        assert_eq!(i.allocate(&o("c")).unwrap_err().cni_code(), 110);
     }
 }

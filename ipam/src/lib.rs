@@ -58,7 +58,7 @@
 //!
 //! * A repeated ADD for an attachment that already holds addresses returns them
 //!   (idempotent); host-local fails ("duplicate allocation is not allowed"). A
-//!   repeated ADD requesting a *different* static address fails with code 104.
+//!   repeated ADD requesting a *different* static address fails with code 115.
 //! * A failed ADD changes nothing, not even the round-robin cursors (host-local
 //!   advances the cursors of the range sets it served before failing).
 //! * `ipRanges` from `runtimeConfig` *replaces* the configured ranges (host-local
@@ -82,12 +82,12 @@
 //! | 7 | [`IpamError::InvalidConfig`] | invalid network config; names the JSON field and value |
 //! | 11 | [`IpamError::Busy`] | the store's lock was not acquired within the lock timeout; try again |
 //! | 50 | [`IpamError::Unavailable`] | STATUS: a range set has no free address, ADD would fail |
-//! | 100 | [`IpamError::RangeExhausted`] | ADD: no free address in a range set; names the set |
-//! | 101 | [`IpamError::RequestedIpTaken`] | a requested static address is held by another attachment (named) |
-//! | 102 | [`IpamError::RequestedIpOutsideRanges`] | a requested static address lies in no configured range |
-//! | 103 | [`IpamError::RequestedIpReserved`] | a requested static address is a gateway, network or broadcast address |
-//! | 104 | [`IpamError::AlreadyAllocated`] | repeated ADD asking for a different static address than the one held |
-//! | 105 | [`IpamError::NoLease`] | CHECK: the attachment holds no address |
+//! | 110 | [`IpamError::RangeExhausted`] | ADD: no free address in a range set; names the set |
+//! | 111 | [`IpamError::RequestedIpTaken`] | a requested static address is held by another attachment (named) |
+//! | 112 | [`IpamError::RequestedIpOutsideRanges`] | a requested static address lies in no configured range |
+//! | 114 | [`IpamError::RequestedIpReserved`] | a requested static address is a gateway, network or broadcast address |
+//! | 115 | [`IpamError::AlreadyAllocated`] | repeated ADD asking for a different static address than the one held |
+//! | 116 | [`IpamError::NoLease`] | CHECK: the attachment holds no address |
 
 mod config;
 mod disk;

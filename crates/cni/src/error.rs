@@ -44,6 +44,12 @@ pub mod code {
     pub const ADDRESS_TAKEN: u32 = 111;
     /// rnet: a requested static address lies outside every configured range.
     pub const ADDRESS_OUT_OF_RANGE: u32 = 112;
+    /// rnet: a requested static address is a reserved one (gateway, network, broadcast).
+    pub const ADDRESS_RESERVED: u32 = 114;
+    /// rnet: a repeated ADD asks for another address than the attachment already holds.
+    pub const ALREADY_ALLOCATED: u32 = 115;
+    /// rnet: CHECK found no lease for the attachment.
+    pub const NO_LEASE: u32 = 116;
     /// rnet: an interface with the requested name already exists in the container.
     pub const INTERFACE_EXISTS: u32 = 113;
     /// rnet: a host port is already published by another attachment.

@@ -5,5 +5,6 @@
 
 mod common;
 mod host;
+mod ipam;
 mod none;
 mod protocol;
