@@ -1,0 +1,378 @@
+//! The [`Backend`] seam plugins program against, and [`FakeBackend`], an
+//! in-memory implementation that records every operation as nft text so that
+//! plugins can be tested without root (tier 0).
+
+use crate::{Batch, Element, Family, Nft, NftError, OpKind, Ruleset};
+
+/// What a plugin needs from nftables: existence checks to decide between the
+/// hot and the slow path, the slow path itself (apply a whole [`Ruleset`]),
+/// the hot path (commit a [`Batch`] of element changes) and listing (CHECK, GC).
+pub trait Backend {
+    /// Does the table exist?
+    fn table_exists(&mut self, family: Family, table: &str) -> Result<bool, NftError>;
+    /// The table's comment; `ENOENT` error if the table is missing.
+    fn table_comment(&mut self, family: Family, table: &str) -> Result<Option<String>, NftError>;
+    /// Does the chain exist?
+    fn chain_exists(&mut self, family: Family, table: &str, chain: &str) -> Result<bool, NftError>;
+    /// Does the set or map exist?
+    fn set_exists(&mut self, family: Family, table: &str, set: &str) -> Result<bool, NftError>;
+    /// The slow path: replace the tables of `ruleset` atomically.
+    fn apply(&mut self, ruleset: &Ruleset) -> Result<(), NftError>;
+    /// The hot path: apply element changes atomically.
+    fn commit(&mut self, batch: &Batch) -> Result<(), NftError>;
+    /// All elements of a set or map.
+    fn list_elements(
+        &mut self,
+        family: Family,
+        table: &str,
+        set: &str,
+    ) -> Result<Vec<Element>, NftError>;
+}
+
+impl Backend for Nft {
+    fn table_exists(&mut self, family: Family, table: &str) -> Result<bool, NftError> {
+        Nft::table_exists(self, family, table)
+    }
+    fn table_comment(&mut self, family: Family, table: &str) -> Result<Option<String>, NftError> {
+        Nft::table_comment(self, family, table)
+    }
+    fn chain_exists(&mut self, family: Family, table: &str, chain: &str) -> Result<bool, NftError> {
+        Nft::chain_exists(self, family, table, chain)
+    }
+    fn set_exists(&mut self, family: Family, table: &str, set: &str) -> Result<bool, NftError> {
+        Nft::set_exists(self, family, table, set)
+    }
+    fn apply(&mut self, ruleset: &Ruleset) -> Result<(), NftError> {
+        let text = ruleset.render()?;
+        self.apply_ruleset(&text)
+    }
+    fn commit(&mut self, batch: &Batch) -> Result<(), NftError> {
+        Nft::commit(self, batch)
+    }
+    fn list_elements(
+        &mut self,
+        family: Family,
+        table: &str,
+        set: &str,
+    ) -> Result<Vec<Element>, NftError> {
+        Nft::list_elements(self, family, table, set)
+    }
+}
+
+/// An in-memory nftables with the kernel's semantics for what rnet uses:
+/// applying a ruleset replaces its tables; a batch is all or nothing;
+/// `Add` is idempotent but `EEXIST` for same key/different data; `AddExcl`
+/// gives `EEXIST`; `Delete` of a missing element `ENOENT`; `DeleteLenient`
+/// ignores it; a missing table or set `ENOENT`.
+///
+/// Every operation is appended to [`FakeBackend::log`] as nft text (the
+/// rendered ruleset for `apply`, [`Batch::render`] for `commit`), and
+/// [`FakeBackend::render`] shows the current state, for golden comparisons.
+#[derive(Debug, Default, Clone)]
+pub struct FakeBackend {
+    state: Ruleset,
+    log: Vec<String>,
+    fail_next: Option<i32>,
+}
+
+impl FakeBackend {
+    /// An empty fake (no tables, like a fresh host).
+    pub fn new() -> FakeBackend {
+        FakeBackend::default()
+    }
+
+    /// The operations so far, as nft text, oldest first.
+    pub fn log(&self) -> &[String] {
+        &self.log
+    }
+
+    /// The log joined into one string.
+    pub fn log_text(&self) -> String {
+        self.log.concat()
+    }
+
+    /// Forget the log (state is kept).
+    pub fn clear_log(&mut self) {
+        self.log.clear();
+    }
+
+    /// The current state as a renderable ruleset.
+    pub fn state(&self) -> &Ruleset {
+        &self.state
+    }
+
+    /// The current state rendered as nft text (what `apply` of it would send).
+    pub fn render(&self) -> Result<String, NftError> {
+        self.state.render()
+    }
+
+    /// Like `nft flush ruleset`: every table disappears (tests of the slow path).
+    pub fn flush_ruleset(&mut self) {
+        self.state.tables.clear();
+        self.log.push("flush ruleset\n".into());
+    }
+
+    /// Make the next `apply` or `commit` fail with this errno (e.g.
+    /// `libc::ENOMEM`), without changing anything; for rollback tests.
+    pub fn fail_next(&mut self, errno: i32) {
+        self.fail_next = Some(errno);
+    }
+
+    fn table(&self, family: Family, table: &str) -> Option<&crate::Table> {
+        self.state
+            .tables
+            .iter()
+            .find(|t| t.family == family && t.name == table)
+    }
+
+    fn injected(&mut self, what: &str) -> Result<(), NftError> {
+        match self.fail_next.take() {
+            Some(errno) => Err(NftError::kernel(
+                errno,
+                format!("{what} (injected failure)"),
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Backend for FakeBackend {
+    fn table_exists(&mut self, family: Family, table: &str) -> Result<bool, NftError> {
+        Ok(self.table(family, table).is_some())
+    }
+
+    fn table_comment(&mut self, family: Family, table: &str) -> Result<Option<String>, NftError> {
+        self.table(family, table)
+            .map(|t| t.comment.clone())
+            .ok_or_else(|| {
+                NftError::kernel(
+                    libc::ENOENT,
+                    format!("reading the comment of table {family} {table}"),
+                )
+            })
+    }
+
+    fn chain_exists(&mut self, family: Family, table: &str, chain: &str) -> Result<bool, NftError> {
+        Ok(self
+            .table(family, table)
+            .is_some_and(|t| t.chains.iter().any(|c| c.name == chain)))
+    }
+
+    fn set_exists(&mut self, family: Family, table: &str, set: &str) -> Result<bool, NftError> {
+        Ok(self.table(family, table).is_some_and(|t| {
+            t.sets.iter().any(|s| s.name == set) || t.maps.iter().any(|m| m.name == set)
+        }))
+    }
+
+    fn apply(&mut self, ruleset: &Ruleset) -> Result<(), NftError> {
+        let text = ruleset.render()?;
+        self.injected("applying a ruleset")?;
+        for t in &ruleset.tables {
+            self.state
+                .tables
+                .retain(|old| !(old.family == t.family && old.name == t.name));
+            self.state.tables.push(t.clone());
+        }
+        self.log.push(text);
+        Ok(())
+    }
+
+    fn commit(&mut self, batch: &Batch) -> Result<(), NftError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        batch.validate()?;
+        self.injected("committing a batch")?;
+        // Work on a copy: all or nothing.
+        let mut next = self.state.clone();
+        for op in batch.ops() {
+            let ctx = |e: &Element| {
+                format!(
+                    "element {{ {} }} of set {} {} {}",
+                    e.key_text(),
+                    op.family,
+                    op.table,
+                    op.set
+                )
+            };
+            let els = next
+                .tables
+                .iter_mut()
+                .find(|t| t.family == op.family && t.name == op.table)
+                .and_then(|t| t.elements_mut(&op.set))
+                .ok_or_else(|| {
+                    NftError::kernel(
+                        libc::ENOENT,
+                        format!("set {} {} {} does not exist", op.family, op.table, op.set),
+                    )
+                })?;
+            for e in &op.elements {
+                let pos = els.iter().position(|x| x.same_key(e));
+                match (op.kind, pos) {
+                    (OpKind::Add | OpKind::AddExcl, None) => els.push(e.clone()),
+                    (OpKind::AddExcl, Some(_)) => {
+                        return Err(NftError::kernel(libc::EEXIST, ctx(e)));
+                    }
+                    (OpKind::Add, Some(i)) => {
+                        let old = els.get(i);
+                        if old.is_some_and(|o| o.data != e.data || o.verdict != e.verdict) {
+                            return Err(NftError::kernel(libc::EEXIST, ctx(e)));
+                        }
+                    }
+                    (OpKind::Delete | OpKind::DeleteLenient, Some(i)) => {
+                        els.remove(i);
+                    }
+                    (OpKind::Delete, None) => {
+                        return Err(NftError::kernel(libc::ENOENT, ctx(e)));
+                    }
+                    (OpKind::DeleteLenient, None) => {}
+                }
+            }
+        }
+        self.state = next;
+        self.log.push(batch.render());
+        Ok(())
+    }
+
+    fn list_elements(
+        &mut self,
+        family: Family,
+        table: &str,
+        set: &str,
+    ) -> Result<Vec<Element>, NftError> {
+        let t = self.table(family, table);
+        let els = t.and_then(|t| {
+            t.sets
+                .iter()
+                .find(|s| s.name == set)
+                .map(|s| &s.elements)
+                .or_else(|| t.maps.iter().find(|m| m.name == set).map(|m| &m.elements))
+        });
+        els.cloned().ok_or_else(|| {
+            NftError::kernel(
+                libc::ENOENT,
+                format!("set {family} {table} {set} does not exist"),
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::{Chain, KeyPart, Map, Set, Table};
+    use std::net::Ipv4Addr;
+
+    fn rs() -> Ruleset {
+        Ruleset::new().table(
+            Table::new(Family::Inet, "rnet")
+                .comment("v1")
+                .set(Set::new("addrs4", "ipv4_addr"))
+                .map(Map::new(
+                    "hp",
+                    "inet_proto . inet_service",
+                    "ipv4_addr . inet_service",
+                ))
+                .chain(Chain::new("c")),
+        )
+    }
+
+    fn a(last: u8) -> Element {
+        Element::new(KeyPart::Ipv4(Ipv4Addr::new(10, 0, 0, last))).comment(format!("c{last}/eth0"))
+    }
+
+    #[test]
+    fn fake_semantics_and_log() {
+        let mut f = FakeBackend::new();
+        assert!(!f.table_exists(Family::Inet, "rnet").unwrap());
+        let mut b = Batch::new(Family::Inet);
+        b.add_elements("rnet", "addrs4", &[a(1)]);
+        assert!(f.commit(&b).unwrap_err().is_not_found());
+
+        f.apply(&rs()).unwrap();
+        assert!(f.table_exists(Family::Inet, "rnet").unwrap());
+        assert_eq!(
+            f.table_comment(Family::Inet, "rnet").unwrap().as_deref(),
+            Some("v1")
+        );
+        assert!(f.chain_exists(Family::Inet, "rnet", "c").unwrap());
+        assert!(f.set_exists(Family::Inet, "rnet", "hp").unwrap());
+        assert!(!f.set_exists(Family::Inet, "rnet", "nope").unwrap());
+        f.clear_log();
+
+        f.commit(&b).unwrap();
+        f.commit(&b).unwrap(); // idempotent
+        assert_eq!(
+            f.list_elements(Family::Inet, "rnet", "addrs4").unwrap(),
+            vec![a(1)]
+        );
+        let mut x = Batch::new(Family::Inet);
+        x.add_elements_excl("rnet", "addrs4", &[a(1)]);
+        assert!(f.commit(&x).unwrap_err().is_exists());
+
+        // Atomic: the second op fails, the first is not applied.
+        let mut bad = Batch::new(Family::Inet);
+        bad.add_elements("rnet", "addrs4", &[a(2)])
+            .delete_elements("rnet", "addrs4", &[a(3)]);
+        assert!(f.commit(&bad).unwrap_err().is_not_found());
+        assert_eq!(
+            f.list_elements(Family::Inet, "rnet", "addrs4")
+                .unwrap()
+                .len(),
+            1
+        );
+
+        let mut del = Batch::new(Family::Inet);
+        del.delete_elements_lenient("rnet", "addrs4", &[a(1), a(3)]);
+        f.commit(&del).unwrap();
+        assert!(
+            f.list_elements(Family::Inet, "rnet", "addrs4")
+                .unwrap()
+                .is_empty()
+        );
+
+        // Same key, different map data: EEXIST, like the kernel.
+        let hp = |ip: u8| {
+            Element::new(vec![KeyPart::Proto(6), KeyPart::Port(80)]).data(vec![
+                KeyPart::Ipv4(Ipv4Addr::new(10, 0, 0, ip)),
+                KeyPart::Port(80),
+            ])
+        };
+        let mut m = Batch::new(Family::Inet);
+        m.add_elements("rnet", "hp", &[hp(1)]);
+        f.commit(&m).unwrap();
+        let mut m2 = Batch::new(Family::Inet);
+        m2.add_elements("rnet", "hp", &[hp(2)]);
+        assert!(f.commit(&m2).unwrap_err().is_exists());
+
+        assert_eq!(
+            f.log_text(),
+            "add element inet rnet addrs4 { 10.0.0.1 comment \"c1/eth0\" }\n\
+             add element inet rnet addrs4 { 10.0.0.1 comment \"c1/eth0\" }\n\
+             destroy element inet rnet addrs4 { 10.0.0.1, 10.0.0.3 }\n\
+             add element inet rnet hp { tcp . 80 : 10.0.0.1 . 80 }\n"
+        );
+        assert!(
+            f.render()
+                .unwrap()
+                .contains("elements = { tcp . 80 : 10.0.0.1 . 80 }")
+        );
+
+        f.fail_next(libc::ENOMEM);
+        assert_eq!(f.commit(&b).unwrap_err().errno(), Some(libc::ENOMEM));
+        assert!(
+            f.list_elements(Family::Inet, "rnet", "addrs4")
+                .unwrap()
+                .is_empty()
+        );
+
+        f.flush_ruleset();
+        assert!(!f.table_exists(Family::Inet, "rnet").unwrap());
+        assert!(
+            f.table_comment(Family::Inet, "rnet")
+                .unwrap_err()
+                .is_not_found()
+        );
+    }
+}
