@@ -1,0 +1,900 @@
+//! `rnet-bridge` through its real executable, with the reference `host-local`
+//! IPAM (and rnet's own IPAM when built), in throwaway labs: kernel state,
+//! real traffic, DEL/CHECK/GC/STATUS, rollback, concurrency, and a
+//! differential comparison with the reference `bridge` plugin.
+
+use crate::common::{error_code, lab, reference, rnet, run};
+use netns_fixtures::{
+    CniOutput, Container, Lab, OutsideConfig, ping, read_sysctl, tcp_connect, tcp_listen,
+};
+use rnet_netlink::{Family, Link, Netlink};
+use serde_json::{Value, json};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(3);
+
+/// One network configuration run against one plugin executable in one lab.
+struct Net<'a> {
+    lab: &'a Lab,
+    plugin: PathBuf,
+    conf: Value,
+}
+
+fn ipam_dir(lab: &Lab) -> PathBuf {
+    lab.state_dir().join("ipam")
+}
+
+fn state_dir(lab: &Lab) -> PathBuf {
+    lab.state_dir().join("bridge")
+}
+
+/// A config with host-local IPAM on `subnets` (one range set each) and the
+/// state directories inside the lab; `extra` keys are merged on top.
+fn conf(lab: &Lab, name: &str, bridge: &str, subnets: &[&str], extra: Value) -> Value {
+    let ranges: Vec<Value> = subnets.iter().map(|s| json!([{"subnet": s}])).collect();
+    let mut c = json!({
+        "cniVersion": "1.0.0",
+        "name": name,
+        "type": "bridge",
+        "bridge": bridge,
+        "isGateway": true,
+        "rnetStateDir": state_dir(lab),
+        "ipam": {"type": "host-local", "ranges": ranges, "dataDir": ipam_dir(lab)},
+    });
+    merge(&mut c, extra);
+    c
+}
+
+/// Switches a config to rnet's own IPAM plugin (needed for cniVersion 1.1.0:
+/// Debian's host-local stops at 1.0.0).
+fn rnet_ipam(c: &mut Value) {
+    rnet("rnet-ipam");
+    c["ipam"]["type"] = json!("rnet-ipam");
+}
+
+fn merge(into: &mut Value, extra: Value) {
+    if let (Value::Object(a), Value::Object(b)) = (into, extra) {
+        for (k, v) in b {
+            a.insert(k, v);
+        }
+    }
+}
+
+impl<'a> Net<'a> {
+    fn rnet(lab: &'a Lab, conf: Value) -> Self {
+        Net {
+            lab,
+            plugin: rnet("rnet-bridge"),
+            conf,
+        }
+    }
+
+    fn reference(lab: &'a Lab, conf: Value) -> Self {
+        Net {
+            lab,
+            plugin: reference("bridge"),
+            conf,
+        }
+    }
+
+    fn call(
+        &self,
+        cmd: &str,
+        cid: &str,
+        netns: Option<&Path>,
+        ifname: &str,
+        stdin: &Value,
+    ) -> CniOutput {
+        let mut c = self
+            .lab
+            .cni(&self.plugin)
+            .command(cmd)
+            .container_id(cid)
+            .ifname(ifname)
+            .cni_path([PathBuf::from("/usr/lib/cni"), rnet_bin_dir()])
+            .stdin(stdin.to_string());
+        if let Some(p) = netns {
+            c = c.netns(p);
+        }
+        run(c)
+    }
+
+    fn add(&self, ctr: &Container) -> Value {
+        self.add_if(ctr, "eth0")
+    }
+
+    fn add_if(&self, ctr: &Container, ifname: &str) -> Value {
+        let out = self.call(
+            "ADD",
+            ctr.name(),
+            Some(&ctr.netns_path()),
+            ifname,
+            &self.conf,
+        );
+        out.ok_json()
+            .unwrap_or_else(|e| panic!("ADD {} failed: {e}", ctr.name()))
+    }
+
+    fn with_prev(&self, prev: &Value) -> Value {
+        let mut c = self.conf.clone();
+        merge(&mut c, json!({"prevResult": prev}));
+        c
+    }
+
+    fn del(&self, ctr: &Container, prev: Option<&Value>) {
+        let stdin = prev.map_or_else(|| self.conf.clone(), |p| self.with_prev(p));
+        let out = self.call("DEL", ctr.name(), Some(&ctr.netns_path()), "eth0", &stdin);
+        out.ok()
+            .unwrap_or_else(|e| panic!("DEL {} failed: {e}", ctr.name()));
+    }
+
+    fn check(&self, ctr: &Container, prev: &Value) -> CniOutput {
+        self.call(
+            "CHECK",
+            ctr.name(),
+            Some(&ctr.netns_path()),
+            "eth0",
+            &self.with_prev(prev),
+        )
+    }
+}
+
+fn rnet_bin_dir() -> PathBuf {
+    rnet("rnet-bridge")
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+fn link(nl: &mut Netlink, name: &str) -> Option<Link> {
+    nl.link_by_name(name).unwrap()
+}
+
+fn addrs(nl: &mut Netlink, idx: u32) -> Vec<String> {
+    let mut v: Vec<String> = nl
+        .addr_list(Some(idx), None)
+        .unwrap()
+        .iter()
+        .filter(|a| !a.addr.addr().is_ipv6() || !is_link_local(a.addr.addr()))
+        .map(|a| a.addr.to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+fn is_link_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V6(a) => a.segments()[0] & 0xffc0 == 0xfe80,
+        IpAddr::V4(_) => false,
+    }
+}
+
+/// The container's first address of the family, from a result.
+fn ip_of(result: &Value, v4: bool) -> IpAddr {
+    result["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["address"].as_str())
+        .map(|a| a.split('/').next().unwrap().parse::<IpAddr>().unwrap())
+        .find(|a| a.is_ipv4() == v4)
+        .unwrap_or_else(|| panic!("no {} address in {result}", if v4 { "v4" } else { "v6" }))
+}
+
+fn lease_files(lab: &Lab, net: &str) -> Vec<String> {
+    let dir = ipam_dir(lab).join(net);
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.parse::<IpAddr>().is_ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn state_files(lab: &Lab, net: &str) -> usize {
+    std::fs::read_dir(state_dir(lab).join(net))
+        .map(|rd| rd.flatten().count())
+        .unwrap_or(0)
+}
+
+/// Host veths rnet made (alias starts with the network name).
+fn rnet_veths(lab: &Lab, net: &str) -> Vec<String> {
+    let mut nl = lab.netlink().unwrap();
+    nl.link_list()
+        .unwrap()
+        .into_iter()
+        .filter(|l| {
+            l.kind.as_deref() == Some("veth")
+                && l.alias
+                    .as_deref()
+                    .is_some_and(|a| a.starts_with(&format!("{net}/")))
+        })
+        .map(|l| l.name)
+        .collect()
+}
+
+fn nft_ruleset(lab: &Lab) -> String {
+    let out = lab
+        .host()
+        .output(std::process::Command::new("nft").args(["list", "ruleset"]))
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+// ---------------------------------------------------------------- ADD basics
+
+#[test]
+fn result_shape_per_version() {
+    let lab = lab();
+    for (i, ver) in ["0.2.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
+        .iter()
+        .enumerate()
+    {
+        let mut c = conf(&lab, "shapes", "br-shape", &["10.20.0.0/24"], json!({}));
+        c["cniVersion"] = json!(ver);
+        if *ver == "1.1.0" {
+            rnet_ipam(&mut c);
+        }
+        let net = Net::rnet(&lab, c);
+        let ctr = lab.add_container(&format!("shape{i}")).unwrap();
+        let r = net.add(&ctr);
+        assert_eq!(r["cniVersion"], *ver, "{r}");
+        if *ver == "0.2.0" {
+            assert!(
+                r["ip4"]["ip"].as_str().unwrap().starts_with("10.20.0."),
+                "{r}"
+            );
+            assert_eq!(r["ip4"]["gateway"], "10.20.0.1");
+            assert!(r.get("interfaces").is_none());
+        } else {
+            let ifs = r["interfaces"].as_array().unwrap();
+            assert_eq!(ifs.len(), 3, "{r}");
+            assert_eq!(ifs[0]["name"], "br-shape");
+            assert!(ifs[0].get("sandbox").is_none());
+            assert!(ifs[1]["name"].as_str().unwrap().starts_with("veth"));
+            assert_eq!(ifs[2]["name"], "eth0");
+            assert_eq!(ifs[2]["sandbox"], ctr.netns_path().display().to_string());
+            for i in ifs {
+                assert_eq!(i["mac"].as_str().unwrap().len(), 17, "{r}");
+            }
+            let ip = &r["ips"][0];
+            assert_eq!(ip["interface"], 2);
+            assert_eq!(ip["gateway"], "10.20.0.1");
+            assert_eq!(ip.get("version").is_some(), *ver < "1.0.0", "{r}");
+        }
+        net.del(&ctr, None);
+    }
+    assert!(rnet_veths(&lab, "shapes").is_empty());
+    assert!(lease_files(&lab, "shapes").is_empty());
+}
+
+#[test]
+fn kernel_state_traffic_check_and_del() {
+    let lab = lab();
+    let net = Net::rnet(
+        &lab,
+        conf(
+            &lab,
+            "kern",
+            "br-kern",
+            &["10.21.0.0/24"],
+            json!({"isDefaultGateway": true, "mtu": 1400,
+                   "runtimeConfig": {"mac": "02:42:0a:15:00:99"},
+                   "dns": {"nameservers": ["10.21.0.1"], "search": ["example.test"]}}),
+        ),
+    );
+    let c1 = lab.add_container("kern1").unwrap();
+    let c2 = lab.add_container("kern2").unwrap();
+    let r1 = net.add(&c1);
+    let mut net2 = Net::rnet(&lab, net.conf.clone());
+    net2.conf.as_object_mut().unwrap().remove("runtimeConfig");
+    let r2 = net2.add(&c2);
+    assert_eq!(
+        r1["dns"]["nameservers"][0], "10.21.0.1",
+        "config dns wins: {r1}"
+    );
+    assert_eq!(r1["routes"][0]["dst"], "0.0.0.0/0");
+    assert_eq!(r1["routes"][0]["gw"], "10.21.0.1");
+
+    // Host side: bridge up with the gateway, MTU, accept_ra=0; veth on it.
+    let mut nl = lab.netlink().unwrap();
+    let br = link(&mut nl, "br-kern").expect("bridge exists");
+    assert_eq!(br.kind.as_deref(), Some("bridge"));
+    assert!(br.up);
+    assert_eq!(br.mtu, 1400);
+    assert_eq!(addrs(&mut nl, br.index), vec!["10.21.0.1/24"]);
+    assert_eq!(
+        r1["interfaces"][0]["mac"],
+        rnet_netlink::format_mac(&br.mac.unwrap())
+    );
+    assert_eq!(
+        read_sysctl(lab.host(), "net/ipv6/conf/br-kern/accept_ra").unwrap(),
+        "0"
+    );
+    assert_eq!(read_sysctl(lab.host(), "net/ipv4/ip_forward").unwrap(), "1");
+    let hv_name = r1["interfaces"][1]["name"].as_str().unwrap();
+    let hv = link(&mut nl, hv_name).expect("host veth");
+    assert_eq!(hv.master, Some(br.index));
+    assert!(hv.up);
+    assert_eq!(hv.mtu, 1400);
+    assert_eq!(hv.alias.as_deref(), Some("kern/kern1/eth0"));
+    assert_eq!(
+        r1["interfaces"][1]["mac"],
+        rnet_netlink::format_mac(&hv.mac.unwrap())
+    );
+
+    // Container side: name, MAC, MTU, address, routes.
+    let mut cnl = c1.netlink().unwrap();
+    let eth = link(&mut cnl, "eth0").expect("eth0 in the container");
+    assert_eq!(eth.kind.as_deref(), Some("veth"));
+    assert!(eth.up);
+    assert_eq!(eth.mtu, 1400);
+    assert_eq!(
+        rnet_netlink::format_mac(&eth.mac.unwrap()),
+        "02:42:0a:15:00:99"
+    );
+    assert_eq!(r1["interfaces"][2]["mac"], "02:42:0a:15:00:99");
+    let a1 = ip_of(&r1, true);
+    assert_eq!(addrs(&mut cnl, eth.index), vec![format!("{a1}/24")]);
+    let routes = cnl
+        .route_list(Family::V4, Some(rnet_netlink::RT_TABLE_MAIN))
+        .unwrap();
+    let default = routes
+        .iter()
+        .find(|r| r.is_default())
+        .expect("default route");
+    assert_eq!(default.gateway, Some("10.21.0.1".parse().unwrap()));
+    assert_eq!(default.oif, Some(eth.index));
+    assert_eq!(
+        read_sysctl(c1.ns(), "net/ipv4/conf/eth0/arp_notify").unwrap(),
+        "1"
+    );
+    assert_eq!(
+        read_sysctl(c1.ns(), "net/ipv6/conf/eth0/accept_dad").unwrap(),
+        "0"
+    );
+
+    // Traffic: container -> gateway, container <-> container.
+    ping(c1.ns(), "10.21.0.1".parse().unwrap(), T).unwrap();
+    let a2 = ip_of(&r2, true);
+    let srv = tcp_listen(c2.ns(), SocketAddr::new(a2, 8080)).unwrap();
+    assert_eq!(tcp_connect(c1.ns(), srv.addr(), T).unwrap(), srv.banner());
+    assert_eq!(
+        srv.peers()[0].ip(),
+        a1,
+        "bridged traffic is not masqueraded"
+    );
+    drop(srv);
+
+    // CHECK passes, then fails naming what was removed.
+    net.check(&c1, &r1).ok().unwrap();
+    cnl.addr_del(eth.index, format!("{a1}/24").parse().unwrap())
+        .unwrap();
+    let out = net.check(&c1, &r1);
+    assert_ne!(out.status, 0);
+    let msg = out.json().unwrap()["msg"].as_str().unwrap().to_owned();
+    assert!(
+        msg.contains(&format!("{a1}/24")),
+        "CHECK must name the address: {msg}"
+    );
+
+    // DEL: veth, lease and state gone; idempotent; without netns; without prevResult.
+    net.del(&c1, Some(&r1));
+    assert!(link(&mut nl, hv_name).is_none());
+    assert!(link(&mut cnl, "eth0").is_none(), "the pair is gone");
+    assert_eq!(lease_files(&lab, "kern"), vec![a2.to_string()]);
+    net.del(&c1, Some(&r1));
+    let out = net.call(
+        "DEL",
+        "kern1",
+        Some(Path::new("/run/netns/rnet-vanished")),
+        "eth0",
+        &net.conf,
+    );
+    out.ok().unwrap();
+    let out = net.call("DEL", "kern2", None, "eth0", &net.conf);
+    out.ok().unwrap();
+    assert!(rnet_veths(&lab, "kern").is_empty());
+    assert!(lease_files(&lab, "kern").is_empty());
+    assert_eq!(state_files(&lab, "kern"), 0);
+    assert!(
+        link(&mut nl, "br-kern").is_some(),
+        "the shared bridge stays"
+    );
+}
+
+#[test]
+fn del_with_namespace_gone() {
+    let lab = lab();
+    let net = Net::rnet(
+        &lab,
+        conf(&lab, "gone", "br-gone", &["10.22.0.0/24"], json!({})),
+    );
+    let ctr = lab.add_container("gone1").unwrap();
+    let r = net.add(&ctr);
+    let path = ctr.netns_path();
+    drop(ctr);
+    let out = net.call("DEL", "gone1", Some(&path), "eth0", &net.with_prev(&r));
+    out.ok().unwrap();
+    assert!(rnet_veths(&lab, "gone").is_empty());
+    assert!(lease_files(&lab, "gone").is_empty());
+}
+
+#[test]
+fn layer2_only_and_disabled_interface() {
+    let lab = lab();
+    let mut c = conf(&lab, "l2", "br-l2", &["10.23.0.0/24"], json!({}));
+    c.as_object_mut().unwrap().remove("ipam");
+    let net = Net::rnet(&lab, c.clone());
+    let ctr = lab.add_container("l2a").unwrap();
+    let r = net.add(&ctr);
+    assert!(r.get("ips").is_none(), "{r}");
+    assert_eq!(r["interfaces"].as_array().unwrap().len(), 3);
+    let mut cnl = ctr.netlink().unwrap();
+    let eth = link(&mut cnl, "eth0").unwrap();
+    assert!(eth.up);
+    assert!(addrs(&mut cnl, eth.index).is_empty());
+    net.del(&ctr, Some(&r));
+
+    merge(&mut c, json!({"disableContainerInterface": true}));
+    let net = Net::rnet(&lab, c);
+    let r = net.add(&ctr);
+    let eth = link(&mut cnl, "eth0").unwrap();
+    assert!(!eth.up, "disableContainerInterface leaves it down");
+    net.del(&ctr, Some(&r));
+
+    // With IPAM it is a config error.
+    let bad = Net::rnet(
+        &lab,
+        conf(
+            &lab,
+            "l2",
+            "br-l2",
+            &["10.23.0.0/24"],
+            json!({"disableContainerInterface": true}),
+        ),
+    );
+    let out = bad.call("ADD", "l2a", Some(&ctr.netns_path()), "eth0", &bad.conf);
+    assert_eq!(error_code(&out), 7);
+}
+
+#[test]
+fn hairpin_promisc_and_port_isolation() {
+    let lab = lab();
+    let net = Net::rnet(
+        &lab,
+        conf(
+            &lab,
+            "hp",
+            "br-hp",
+            &["10.24.0.0/24"],
+            json!({"hairpinMode": true}),
+        ),
+    );
+    let c1 = lab.add_container("hp1").unwrap();
+    let r = net.add(&c1);
+    let mut nl = lab.netlink().unwrap();
+    let hv = link(&mut nl, r["interfaces"][1]["name"].as_str().unwrap()).unwrap();
+    let port = nl.bridge_port_get(hv.index).unwrap().unwrap();
+    assert_eq!(port.hairpin, Some(true));
+    assert_eq!(port.isolated, Some(false));
+    net.del(&c1, Some(&r));
+
+    let net = Net::rnet(
+        &lab,
+        conf(
+            &lab,
+            "pm",
+            "br-pm",
+            &["10.25.0.0/24"],
+            json!({"promiscMode": true}),
+        ),
+    );
+    let r = net.add(&c1);
+    assert!(link(&mut nl, "br-pm").unwrap().promisc());
+    net.check(&c1, &r).ok().unwrap();
+    net.del(&c1, Some(&r));
+
+    // Port isolation: containers reach the gateway, not each other.
+    let net = Net::rnet(
+        &lab,
+        conf(
+            &lab,
+            "iso",
+            "br-iso",
+            &["10.26.0.0/24"],
+            json!({"portIsolation": true}),
+        ),
+    );
+    let c2 = lab.add_container("iso2").unwrap();
+    let r1 = net.add(&c1);
+    let r2 = net.add(&c2);
+    let hv = link(&mut nl, r1["interfaces"][1]["name"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        nl.bridge_port_get(hv.index).unwrap().unwrap().isolated,
+        Some(true)
+    );
+    ping(c1.ns(), "10.26.0.1".parse().unwrap(), T).unwrap();
+    let srv = tcp_listen(c2.ns(), SocketAddr::new(ip_of(&r2, true), 8080)).unwrap();
+    assert!(
+        tcp_connect(c1.ns(), srv.addr(), Duration::from_millis(700)).is_err(),
+        "isolated ports must not talk to each other"
+    );
+    net.del(&c1, Some(&r1));
+    net.del(&c2, Some(&r2));
+}
+
+#[test]
+fn dual_stack() {
+    let lab = lab();
+    let net = Net::rnet(
+        &lab,
+        conf(
+            &lab,
+            "ds",
+            "br-ds",
+            &["10.27.0.0/24", "fd00:27::/64"],
+            json!({"isDefaultGateway": true}),
+        ),
+    );
+    let c1 = lab.add_container("ds1").unwrap();
+    let c2 = lab.add_container("ds2").unwrap();
+    let r1 = net.add(&c1);
+    let r2 = net.add(&c2);
+    assert_eq!(r1["ips"].as_array().unwrap().len(), 2, "{r1}");
+    assert_eq!(r1["ips"][1]["gateway"], "fd00:27::1");
+    let dsts: Vec<&str> = r1["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["dst"].as_str().unwrap())
+        .collect();
+    assert_eq!(dsts, vec!["0.0.0.0/0", "::/0"]);
+    let mut nl = lab.netlink().unwrap();
+    let br = link(&mut nl, "br-ds").unwrap();
+    assert_eq!(
+        addrs(&mut nl, br.index),
+        vec!["10.27.0.1/24", "fd00:27::1/64"]
+    );
+    assert_eq!(
+        read_sysctl(lab.host(), "net/ipv6/conf/all/forwarding").unwrap(),
+        "1"
+    );
+    let mut cnl = c1.netlink().unwrap();
+    let r6 = cnl
+        .route_list(Family::V6, Some(rnet_netlink::RT_TABLE_MAIN))
+        .unwrap();
+    assert!(
+        r6.iter()
+            .any(|r| r.is_default() && r.gateway == Some("fd00:27::1".parse().unwrap())),
+        "{r6:?}"
+    );
+    // The bridge's v6 gateway may still be tentative for a moment (DAD on the host side).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ping(
+        c1.ns(),
+        "fd00:27::1".parse().unwrap(),
+        Duration::from_millis(500),
+    )
+    .is_err()
+    {
+        assert!(Instant::now() < deadline, "v6 gateway unreachable");
+    }
+    let srv = tcp_listen(c2.ns(), SocketAddr::new(ip_of(&r2, false), 8080)).unwrap();
+    assert_eq!(tcp_connect(c1.ns(), srv.addr(), T).unwrap(), srv.banner());
+    net.check(&c1, &r1).ok().unwrap();
+    net.del(&c1, Some(&r1));
+    net.del(&c2, Some(&r2));
+    assert!(lease_files(&lab, "ds").is_empty());
+}
+
+#[test]
+fn enabledad_waits_for_dad() {
+    let lab = lab();
+    let net = Net::rnet(
+        &lab,
+        conf(
+            &lab,
+            "dad",
+            "br-dad",
+            &["fd00:28::/64"],
+            json!({"enabledad": true}),
+        ),
+    );
+    let c1 = lab.add_container("dad1").unwrap();
+    let r = net.add(&c1);
+    assert_eq!(
+        read_sysctl(c1.ns(), "net/ipv6/conf/eth0/accept_dad").unwrap(),
+        "1"
+    );
+    let mut cnl = c1.netlink().unwrap();
+    let eth = link(&mut cnl, "eth0").unwrap();
+    let v6 = cnl.addr_list(Some(eth.index), Some(Family::V6)).unwrap();
+    assert!(
+        v6.iter().all(|a| !a.is_tentative()),
+        "ADD returns after DAD: {v6:?}"
+    );
+    net.del(&c1, Some(&r));
+}
+
+#[test]
+fn vlan_gives_a_clear_error_without_kernel_support() {
+    let lab = lab();
+    let c1 = lab.add_container("vl1").unwrap();
+    for extra in [json!({"vlan": 100}), json!({"vlanTrunk": [{"id": 5}]})] {
+        let net = Net::rnet(&lab, conf(&lab, "vl", "br-vl", &["10.29.0.0/24"], extra));
+        let out = net.call("ADD", "vl1", Some(&c1.netns_path()), "eth0", &net.conf);
+        if out.status == 0 {
+            // A kernel with CONFIG_BRIDGE_VLAN_FILTERING: check the port VLANs instead.
+            let r = out.json().unwrap();
+            let mut nl = lab.netlink().unwrap();
+            let hv = link(&mut nl, r["interfaces"][1]["name"].as_str().unwrap()).unwrap();
+            assert!(!nl.bridge_vlan_list(hv.index).unwrap().is_empty());
+            net.del(&c1, Some(&r));
+            continue;
+        }
+        let v = out.json().unwrap();
+        assert!(
+            v["msg"]
+                .as_str()
+                .unwrap()
+                .contains("CONFIG_BRIDGE_VLAN_FILTERING"),
+            "{v}"
+        );
+        assert!(rnet_veths(&lab, "vl").is_empty(), "rolled back");
+        assert!(lease_files(&lab, "vl").is_empty());
+        assert_eq!(state_files(&lab, "vl"), 0);
+    }
+}
+
+#[test]
+fn invalid_options_are_error_7() {
+    let lab = lab();
+    let c1 = lab.add_container("inv").unwrap();
+    for (extra, needle) in [
+        (json!({"vlan": 5000}), "vlan"),
+        (json!({"mtu": "big"}), "mtu"),
+        (json!({"isGateway": "yes"}), "isGateway"),
+        (json!({"ipMasqBackend": "pf"}), "ipMasqBackend"),
+        (json!({"vlanTrunk": [{"minID": 10}]}), "maxID"),
+        (json!({"hairpinMode": true, "promiscMode": true}), "hairpin"),
+    ] {
+        let net = Net::rnet(
+            &lab,
+            conf(&lab, "inv", "br-inv", &["10.30.0.0/24"], extra.clone()),
+        );
+        let out = net.call("ADD", "inv", Some(&c1.netns_path()), "eth0", &net.conf);
+        assert_eq!(error_code(&out), 7, "{extra}");
+        let msg = out.json().unwrap()["msg"].as_str().unwrap().to_owned();
+        assert!(msg.contains(needle), "{extra}: {msg}");
+    }
+    // Unknown keys are ignored.
+    let net = Net::rnet(
+        &lab,
+        conf(
+            &lab,
+            "inv",
+            "br-inv",
+            &["10.30.0.0/24"],
+            json!({"bogusKey": 1}),
+        ),
+    );
+    let r = net.add(&c1);
+    net.del(&c1, Some(&r));
+    // A non-bridge with the bridge's name.
+    let mut nl = lab.netlink().unwrap();
+    nl.create_veth(&rnet_netlink::VethSpec {
+        name: "br-notabr",
+        peer_name: "br-notabr-p",
+        ..Default::default()
+    })
+    .unwrap();
+    let net = Net::rnet(
+        &lab,
+        conf(&lab, "inv", "br-notabr", &["10.30.0.0/24"], json!({})),
+    );
+    let out = net.call("ADD", "inv", Some(&c1.netns_path()), "eth0", &net.conf);
+    assert_ne!(out.status, 0);
+    assert!(
+        out.stdout_str().contains("not a bridge"),
+        "{}",
+        out.stdout_str()
+    );
+    assert!(lease_files(&lab, "inv").is_empty());
+}
+
+#[test]
+fn rollback_on_gateway_conflict_leaves_nothing() {
+    let lab = lab();
+    // The bridge already holds another address of the subnet: without
+    // forceAddress the ADD fails after IPAM.
+    let mut nl = lab.netlink().unwrap();
+    let idx = nl
+        .create_bridge(
+            "br-rb",
+            &rnet_netlink::BridgeOpts {
+                up: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    nl.addr_add(idx, "10.31.0.254/24".parse().unwrap()).unwrap();
+    let net = Net::rnet(
+        &lab,
+        conf(
+            &lab,
+            "rb",
+            "br-rb",
+            &["10.31.0.0/24"],
+            json!({"ipMasq": true}),
+        ),
+    );
+    let c1 = lab.add_container("rb1").unwrap();
+    let out = net.call("ADD", "rb1", Some(&c1.netns_path()), "eth0", &net.conf);
+    assert_ne!(out.status, 0);
+    assert!(
+        out.stdout_str().contains("forceAddress"),
+        "{}",
+        out.stdout_str()
+    );
+    assert!(rnet_veths(&lab, "rb").is_empty(), "no veth left");
+    assert!(link(&mut c1.netlink().unwrap(), "eth0").is_none());
+    assert!(lease_files(&lab, "rb").is_empty(), "no lease left");
+    assert_eq!(state_files(&lab, "rb"), 0, "no state left");
+    assert!(
+        !nft_ruleset(&lab).contains("rb/rb1/eth0"),
+        "no element left"
+    );
+
+    // forceAddress replaces it.
+    let net = Net::rnet(
+        &lab,
+        conf(
+            &lab,
+            "rb",
+            "br-rb",
+            &["10.31.0.0/24"],
+            json!({"forceAddress": true}),
+        ),
+    );
+    let r = net.add(&c1);
+    assert_eq!(addrs(&mut nl, idx), vec!["10.31.0.1/24"]);
+    net.del(&c1, Some(&r));
+}
+
+#[test]
+fn interface_exists_is_an_error_and_keeps_the_existing_one() {
+    let lab = lab();
+    let net = Net::rnet(
+        &lab,
+        conf(&lab, "ex", "br-ex", &["10.32.0.0/24"], json!({})),
+    );
+    let c1 = lab.add_container("ex1").unwrap();
+    let r = net.add(&c1);
+    // Same container, same ifname again (no DEL in between).
+    let out = net.call(
+        "ADD",
+        "ex1-other",
+        Some(&c1.netns_path()),
+        "eth0",
+        &net.conf,
+    );
+    assert_eq!(error_code(&out), 113, "{}", out.stdout_str());
+    net.check(&c1, &r).ok().unwrap();
+    assert_eq!(
+        lease_files(&lab, "ex").len(),
+        1,
+        "the failed ADD released its lease"
+    );
+    net.del(&c1, Some(&r));
+}
+
+#[test]
+fn gc_and_status() {
+    let lab = lab();
+    let mut c = conf(&lab, "gc", "br-gc", &["10.33.0.0/24"], json!({}));
+    c["cniVersion"] = json!("1.1.0");
+    rnet_ipam(&mut c);
+    let net = Net::rnet(&lab, c.clone());
+    let ctrs: Vec<Container> = (0..3)
+        .map(|i| lab.add_container(&format!("gc{i}")).unwrap())
+        .collect();
+    let results: Vec<Value> = ctrs.iter().map(|c| net.add(c)).collect();
+    assert_eq!(rnet_veths(&lab, "gc").len(), 3);
+    // Lose one state file: GC must still find its veth by alias.
+    let sf = state_dir(&lab).join("gc").join("gc2_eth0.json");
+    std::fs::remove_file(sf).unwrap();
+
+    let mut gc = c.clone();
+    merge(
+        &mut gc,
+        json!({"cni.dev/valid-attachments": [{"containerID": "gc0", "ifname": "eth0"}]}),
+    );
+    let out = run(lab
+        .cni(&net.plugin)
+        .command("GC")
+        .cni_path([rnet_bin_dir()])
+        .stdin(gc.to_string()));
+    out.ok().unwrap();
+    assert_eq!(rnet_veths(&lab, "gc").len(), 1);
+    assert_eq!(
+        lease_files(&lab, "gc"),
+        vec![ip_of(&results[0], true).to_string()]
+    );
+    assert_eq!(state_files(&lab, "gc"), 1);
+    net.check(&ctrs[0], &results[0]).ok().unwrap();
+
+    // STATUS: ready with rnet-ipam (asked) and with host-local (too old to
+    // be asked: found is ready); 50 when the IPAM plugin is missing.
+    let out = run(lab
+        .cni(&net.plugin)
+        .command("STATUS")
+        .cni_path([rnet_bin_dir()])
+        .stdin(c.to_string()));
+    out.ok().unwrap();
+    let mut hl = c.clone();
+    hl["ipam"]["type"] = json!("host-local");
+    let out = run(lab
+        .cni(&net.plugin)
+        .command("STATUS")
+        .cni_path([PathBuf::from("/usr/lib/cni")])
+        .stdin(hl.to_string()));
+    out.ok().unwrap();
+    let mut missing = c.clone();
+    missing["ipam"]["type"] = json!("no-such-ipam");
+    let out = run(lab
+        .cni(&net.plugin)
+        .command("STATUS")
+        .cni_path([rnet_bin_dir()])
+        .stdin(missing.to_string()));
+    assert_eq!(error_code(&out), 50);
+    net.del(&ctrs[0], Some(&results[0]));
+}
+
+#[test]
+fn fifty_parallel_adds() {
+    let lab = lab();
+    let net = Net::rnet(
+        &lab,
+        conf(
+            &lab,
+            "par",
+            "br-par",
+            &["10.34.0.0/24"],
+            json!({"ipMasq": true}),
+        ),
+    );
+    let ctrs: Vec<Container> = (0..50)
+        .map(|i| lab.add_container(&format!("par{i}")).unwrap())
+        .collect();
+    let results: Vec<Value> = std::thread::scope(|s| {
+        let hs: Vec<_> = ctrs.iter().map(|c| s.spawn(|| net.add(c))).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut ips: Vec<IpAddr> = results.iter().map(|r| ip_of(r, true)).collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 50, "distinct addresses");
+    assert_eq!(rnet_veths(&lab, "par").len(), 50);
+    // A sample of traffic.
+    ping(ctrs[0].ns(), ips[49], T).unwrap();
+    std::thread::scope(|s| {
+        for (c, r) in ctrs.iter().zip(&results) {
+            let net = &net;
+            s.spawn(move || net.del(c, Some(r)));
+        }
+    });
+    assert!(rnet_veths(&lab, "par").is_empty());
+    assert!(lease_files(&lab, "par").is_empty());
+    assert_eq!(state_files(&lab, "par"), 0);
+    assert!(
+        !nft_ruleset(&lab).contains("par/par"),
+        "no masq element left"
+    );
+}

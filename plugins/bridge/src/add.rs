@@ -1,0 +1,857 @@
+//! ADD: bridge, veth, IPAM, container addresses and routes, gateway, nft
+//! elements; rolled back completely on any error.
+
+use crate::config::BridgeConf;
+use crate::fw::{self, FwAttachment};
+use crate::state::{AttachmentState, attachment_tag, host_veth_name, state_path, write_state};
+use ipnet::IpNet;
+use rnet_cni::exec::delegate;
+use rnet_cni::{CmdArgs, CniError, CniResult, Command, Interface, Route, code};
+use rnet_netlink::{
+    BridgeOpts, BridgePortOpts, Family, Link, Netlink, NetlinkError, RouteSpec, Scope, VethSpec,
+    format_mac, random_mac,
+};
+use rnet_netns::NetNs;
+use rnet_plugin::{container_netns, netlink_error, refuse_own_netns};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Index of the container interface in the result (bridge, host veth, container).
+const CONTAINER_IF: usize = 2;
+
+/// How long ADD waits for IPv6 DAD when `enabledad` is set (as the reference).
+const DAD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The undo log of one ADD: everything created so far, removed in reverse on error.
+struct Undo<'a> {
+    args: &'a CmdArgs,
+    conf: &'a BridgeConf,
+    state: Option<PathBuf>,
+    veth: Option<String>,
+    ipam: bool,
+    fw: Option<fw::Installed>,
+    armed: bool,
+}
+
+impl Undo<'_> {
+    fn run(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Some(inst) = self.fw.take() {
+            if let Err(e) = fw::remove(&inst) {
+                eprintln!("rnet-bridge: rollback: {e}");
+            }
+        }
+        if self.ipam {
+            if let Some(t) = &self.conf.ipam_type {
+                if let Err(e) = delegate(Command::Del, self.args, t) {
+                    eprintln!("rnet-bridge: rollback: releasing the IPAM lease: {e}");
+                }
+            }
+        }
+        if let Some(name) = self.veth.take() {
+            match Netlink::new().and_then(|mut nl| nl.link_del_by_name(&name)) {
+                Ok(_) => {}
+                Err(e) => eprintln!("rnet-bridge: rollback: deleting veth {name}: {e}"),
+            }
+        }
+        if let Some(p) = self.state.take() {
+            if let Err(e) = crate::state::remove_state(&p) {
+                eprintln!("rnet-bridge: rollback: {e}");
+            }
+        }
+    }
+}
+
+/// ADD.
+pub fn add(args: &CmdArgs) -> Result<CniResult, CniError> {
+    let conf = BridgeConf::from_args(args)?;
+    let ns = container_netns(args)?;
+    refuse_own_netns(&ns)?;
+    let mut undo = Undo {
+        args,
+        conf: &conf,
+        state: None,
+        veth: None,
+        ipam: false,
+        fw: None,
+        armed: true,
+    };
+    let res = add_inner(args, &conf, &ns, &mut undo);
+    if res.is_err() {
+        undo.run();
+    }
+    res
+}
+
+fn nl_err(what: impl std::fmt::Display) -> impl FnOnce(NetlinkError) -> CniError {
+    move |e| netlink_error(e).context(what)
+}
+
+fn add_inner(
+    args: &CmdArgs,
+    conf: &BridgeConf,
+    ns: &NetNs,
+    undo: &mut Undo<'_>,
+) -> Result<CniResult, CniError> {
+    let network = &args.conf.name;
+    let host_name = host_veth_name(&args.container_id, &args.ifname);
+    let tag = attachment_tag(network, &args.container_id, &args.ifname);
+    let cont_mac = conf.mac.unwrap_or_else(random_mac);
+    let host_mac = random_mac();
+
+    // Intent log first: if we die half way, DEL and GC know what to look for.
+    let path = state_path(&conf.state_dir, network, &args.container_id, &args.ifname);
+    let mut st = AttachmentState {
+        network: network.clone(),
+        container_id: args.container_id.clone(),
+        ifname: args.ifname.clone(),
+        bridge: conf.bridge.clone(),
+        host_veth: host_name.clone(),
+        mac: if conf.macspoofchk {
+            format_mac(&cont_mac)
+        } else {
+            String::new()
+        },
+        ..AttachmentState::default()
+    };
+    write_state(&path, &st)?;
+    undo.state = Some(path.clone());
+
+    let mut nl = Netlink::new().map_err(nl_err("opening netlink in the host namespace"))?;
+    let br = ensure_bridge(&mut nl, conf)?;
+
+    let spec = VethSpec {
+        name: &host_name,
+        peer_name: &args.ifname,
+        peer_ns: Some(ns),
+        mtu: conf.mtu,
+        mac: Some(host_mac),
+        peer_mac: Some(cont_mac),
+        master: Some(br.index),
+        up: true,
+        alias: Some(&tag),
+    };
+    let host_idx = create_veth(&mut nl, &spec, ns, &tag)?;
+    undo.veth = Some(host_name.clone());
+
+    // IPAM runs (as a child process) while the rest of the layer-2 work is done.
+    std::thread::scope(|s| -> Result<CniResult, CniError> {
+        let ipam_thread = conf.ipam_type.as_deref().map(|t| {
+            s.spawn(move || {
+                delegate(Command::Add, args, t).and_then(|r| {
+                    r.ok_or_else(|| {
+                        CniError::internal(format!("IPAM plugin {t} returned no result"))
+                    })
+                })
+            })
+        });
+        let l2 = layer2(&mut nl, conf, host_idx, &host_name, &args.ifname, ns);
+        let ipam = ipam_thread.map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(CniError::internal("the IPAM thread panicked")))
+        });
+        if matches!(ipam, Some(Ok(_))) {
+            undo.ipam = true;
+        }
+        let (mut cnl, cont_idx) = l2?;
+        let ipam = ipam.transpose()?;
+
+        let mut result = CniResult {
+            interfaces: vec![
+                Interface {
+                    name: conf.bridge.clone(),
+                    mac: br.mac.map(|m| format_mac(&m)).unwrap_or_default(),
+                    ..Interface::default()
+                },
+                Interface {
+                    name: host_name.clone(),
+                    mac: format_mac(&host_mac),
+                    ..Interface::default()
+                },
+                Interface {
+                    name: args.ifname.clone(),
+                    mac: format_mac(&cont_mac),
+                    sandbox: args
+                        .netns
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                    ..Interface::default()
+                },
+            ],
+            ..CniResult::default()
+        };
+
+        if conf.macspoofchk {
+            let inst = fw::install(&FwAttachment {
+                tag: &tag,
+                bridge: &conf.bridge,
+                host_veth: &host_name,
+                masq: &[],
+                isolation: false,
+                spoof_mac: Some(cont_mac),
+            })?;
+            undo.fw = Some(inst);
+            st.spoofchk = true;
+        }
+
+        if let Some(ipam_res) = ipam {
+            layer3(
+                args,
+                conf,
+                ns,
+                &mut nl,
+                &br,
+                &mut cnl,
+                cont_idx,
+                ipam_res,
+                &mut result,
+            )?;
+            st.ips = result.ips.iter().map(|i| i.address).collect();
+        } else if !conf.disable_container_interface {
+            cnl.link_set_up(cont_idx).map_err(nl_err(format!(
+                "setting {} up in the container",
+                args.ifname
+            )))?;
+        }
+
+        if (conf.ip_masq && !st.ips.is_empty()) || conf.isolation {
+            let masq: Vec<IpNet> = if conf.ip_masq {
+                st.ips.clone()
+            } else {
+                Vec::new()
+            };
+            let inst = fw::install(&FwAttachment {
+                tag: &tag,
+                bridge: &conf.bridge,
+                host_veth: &host_name,
+                masq: &masq,
+                isolation: conf.isolation,
+                spoof_mac: None,
+            })?;
+            undo.fw = Some(match undo.fw.take() {
+                Some(prev) => prev.merge(inst),
+                None => inst,
+            });
+            st.masq = conf.ip_masq && !masq.is_empty();
+        }
+
+        // The bridge takes a port's MAC unless its own was set: read it last.
+        if let Some(b) = nl
+            .link_by_index(br.index)
+            .map_err(nl_err(format!("looking up bridge {}", conf.bridge)))?
+        {
+            if let (Some(m), Some(i)) = (b.mac, result.interfaces.first_mut()) {
+                i.mac = format_mac(&m);
+            }
+        }
+
+        if let Some(dns) = &args.conf.dns {
+            if !dns.is_empty() {
+                result.dns = dns.clone();
+            }
+        }
+        write_state(&path, &st)?;
+        undo.armed = false;
+        Ok(result)
+    })
+}
+
+/// Creates the bridge, or reuses it if it exists and is a bridge; `accept_ra=0`
+/// on it (CVE-2020-10749), promiscuous mode if asked, up.
+fn ensure_bridge(nl: &mut Netlink, conf: &BridgeConf) -> Result<Link, CniError> {
+    let name = &conf.bridge;
+    let opts = BridgeOpts {
+        mtu: conf.mtu,
+        vlan_filtering: conf.vlan_filtering().then_some(true),
+        up: true,
+        ..BridgeOpts::default()
+    };
+    let created = match nl.create_bridge(name, &opts) {
+        Ok(_) => true,
+        Err(e) if e.is_exists() => false,
+        Err(e) if e.errno() == Some(libc::EOPNOTSUPP) && conf.vlan_filtering() => {
+            return Err(vlan_unsupported(name, e));
+        }
+        Err(e) => return Err(nl_err(format!("creating bridge {name}"))(e)),
+    };
+    let br = nl
+        .link_by_name(name)
+        .map_err(nl_err(format!("looking up bridge {name}")))?
+        .ok_or_else(|| {
+            CniError::new(
+                code::NETLINK,
+                format!("bridge {name} vanished right after it was created or found"),
+            )
+        })?;
+    if br.kind.as_deref() != Some("bridge") {
+        return Err(CniError::invalid_config(format!(
+            "{name:?} already exists but is not a bridge (it is a {}); choose another \"bridge\" name",
+            br.kind.as_deref().unwrap_or("device without a kind")
+        )));
+    }
+    if created || !br.up || conf.promisc != br.promisc() {
+        // accept_ra: we own the routes on this interface. Best effort, as the reference.
+        let _ = rnet_netlink::sysctl_set(
+            &format!("net.ipv6.conf.{}.accept_ra", name.replace('.', "/")),
+            "0",
+        );
+    }
+    if conf.promisc && !br.promisc() {
+        nl.link_set_promisc(br.index, true)
+            .map_err(nl_err(format!("setting promiscuous mode on {name}")))?;
+    }
+    if !br.up {
+        nl.link_set_up(br.index)
+            .map_err(nl_err(format!("setting bridge {name} up")))?;
+    }
+    Ok(br)
+}
+
+fn vlan_unsupported(what: &str, e: NetlinkError) -> CniError {
+    CniError::new(
+        code::NETLINK,
+        format!(
+            "{what}: the kernel does not support bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING); remove \"vlan\"/\"vlanTrunk\" or use a kernel that has it"
+        ),
+    )
+    .with_details(e.to_string())
+}
+
+/// Creates the veth pair in one request; on `EEXIST` says which name is taken.
+/// A leftover pair of this very attachment (same alias) is replaced once.
+fn create_veth(
+    nl: &mut Netlink,
+    spec: &VethSpec<'_>,
+    ns: &NetNs,
+    tag: &str,
+) -> Result<u32, CniError> {
+    let mut retried = false;
+    loop {
+        match nl.create_veth(spec) {
+            Ok(i) => return Ok(i),
+            Err(e) if e.is_exists() => {
+                let mut cnl = Netlink::in_netns(ns)
+                    .map_err(nl_err("opening netlink in the container namespace"))?;
+                if cnl
+                    .link_by_name(spec.peer_name)
+                    .map_err(nl_err("looking up the container interface"))?
+                    .is_some()
+                {
+                    return Err(CniError::new(
+                        code::INTERFACE_EXISTS,
+                        format!(
+                            "container veth name {:?} already exists in the container namespace; DEL the attachment first or choose another CNI_IFNAME",
+                            spec.peer_name
+                        ),
+                    ));
+                }
+                match nl
+                    .link_by_name(spec.name)
+                    .map_err(nl_err(format!("looking up {}", spec.name)))?
+                {
+                    Some(l) if l.alias.as_deref() == Some(tag) && !retried => {
+                        // Our own leftover (a crashed ADD): replace it.
+                        let _ = nl.link_del(l.index);
+                        retried = true;
+                    }
+                    Some(l) => {
+                        return Err(CniError::new(
+                            code::NETLINK,
+                            format!(
+                                "host veth name {} for attachment {tag:?} is already taken by another interface (alias {:?}); DEL that attachment or remove the interface",
+                                spec.name,
+                                l.alias.unwrap_or_default()
+                            ),
+                        ));
+                    }
+                    None => {
+                        return Err(nl_err(format!(
+                            "creating veth {} <-> {}",
+                            spec.name, spec.peer_name
+                        ))(e));
+                    }
+                }
+            }
+            Err(e) => {
+                return Err(nl_err(format!(
+                    "creating veth {} <-> {}",
+                    spec.name, spec.peer_name
+                ))(e));
+            }
+        }
+    }
+}
+
+/// Layer-2 work that does not need the addresses: port options, VLANs, the
+/// container socket (opened together with the per-interface sysctls on one
+/// thread inside the container) and the container interface's index.
+fn layer2(
+    nl: &mut Netlink,
+    conf: &BridgeConf,
+    host_idx: u32,
+    host_name: &str,
+    ifname: &str,
+    ns: &NetNs,
+) -> Result<(Netlink, u32), CniError> {
+    if conf.hairpin || conf.port_isolation {
+        let opts = BridgePortOpts {
+            hairpin: conf.hairpin.then_some(true),
+            isolated: conf.port_isolation.then_some(true),
+            learning: None,
+        };
+        nl.bridge_port_set(host_idx, &opts).map_err(nl_err(format!(
+            "setting bridge port options on {host_name}"
+        )))?;
+    }
+    if conf.vlan != 0 || !conf.vlan_trunk.is_empty() {
+        setup_vlans(nl, conf, host_idx, host_name)?;
+    }
+    let l3 = conf.ipam_type.is_some();
+    let enable_dad = conf.enable_dad;
+    let key_if = ifname.replace('.', "/");
+    let mut cnl = ns
+        .run(move || {
+            if l3 {
+                // Best effort, as the reference.
+                if enable_dad {
+                    let _ = rnet_netlink::sysctl_set(
+                        &format!("net.ipv6.conf.{key_if}.enhanced_dad"),
+                        "1",
+                    );
+                    let _ = rnet_netlink::sysctl_set(
+                        &format!("net.ipv6.conf.{key_if}.accept_dad"),
+                        "1",
+                    );
+                } else {
+                    let _ = rnet_netlink::sysctl_set(
+                        &format!("net.ipv6.conf.{key_if}.accept_dad"),
+                        "0",
+                    );
+                }
+                let _ =
+                    rnet_netlink::sysctl_set(&format!("net.ipv4.conf.{key_if}.arp_notify"), "1");
+            }
+            Netlink::new()
+        })
+        .map_err(|e| rnet_plugin::ns_error(e).context("entering the container namespace"))?
+        .map_err(nl_err("opening netlink in the container namespace"))?;
+    let cont = cnl
+        .link_by_name(ifname)
+        .map_err(nl_err(format!("looking up {ifname} in the container")))?
+        .ok_or_else(|| {
+            CniError::new(
+                code::NETLINK,
+                format!("{ifname} is not in the container namespace right after its creation"),
+            )
+        })?;
+    Ok((cnl, cont.index))
+}
+
+/// VLANs on the host veth, as the reference: drop the default VLAN unless
+/// `preserveDefaultVlan`, `vlan` as PVID untagged, trunk VLANs tagged, and
+/// VLAN 1 as native when only a trunk is given.
+fn setup_vlans(
+    nl: &mut Netlink,
+    conf: &BridgeConf,
+    host_idx: u32,
+    host_name: &str,
+) -> Result<(), CniError> {
+    let map = |e: NetlinkError| {
+        if e.errno() == Some(libc::EOPNOTSUPP) {
+            vlan_unsupported(&format!("VLANs on {host_name}"), e)
+        } else {
+            nl_err(format!("setting VLANs on {host_name}"))(e)
+        }
+    };
+    if !conf.preserve_default_vlan {
+        // A new port carries only the bridge's default PVID (1 unless changed).
+        match nl.bridge_vlan_del(host_idx, 1, false) {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(map(e)),
+        }
+    }
+    if conf.vlan != 0 {
+        nl.bridge_vlan_add(host_idx, conf.vlan, true, true, false)
+            .map_err(map)?;
+    }
+    for v in &conf.vlan_trunk {
+        nl.bridge_vlan_add(host_idx, *v, false, false, false)
+            .map_err(map)?;
+    }
+    if conf.vlan == 0 && !conf.vlan_trunk.is_empty() {
+        nl.bridge_vlan_add(host_idx, 1, true, true, false)
+            .map_err(map)?;
+    }
+    Ok(())
+}
+
+/// The first address of `net`'s subnet: the gateway when IPAM names none.
+pub fn first_host(net: &IpNet) -> IpAddr {
+    match net.network() {
+        IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a).wrapping_add(1))),
+        IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(u128::from(a).wrapping_add(1))),
+    }
+}
+
+fn default_net(v4: bool) -> IpNet {
+    if v4 {
+        IpNet::V4(ipnet::Ipv4Net::default())
+    } else {
+        IpNet::V6(ipnet::Ipv6Net::default())
+    }
+}
+
+/// Merges the IPAM result into ours as the reference does (all addresses on
+/// the container interface, computed gateways, default routes), and returns
+/// the gateway addresses (with the container's prefix length) for the bridge.
+pub fn merge_ipam(conf: &BridgeConf, ipam: CniResult, result: &mut CniResult) -> Vec<IpNet> {
+    result.ips = ipam.ips;
+    result.routes = ipam.routes;
+    result.dns = ipam.dns;
+    let mut gws = Vec::new();
+    let mut default_found = [false, false];
+    for ipc in &mut result.ips {
+        let v4 = ipc.address.addr().is_ipv4();
+        let fam = usize::from(!v4);
+        ipc.interface = Some(CONTAINER_IF);
+        if ipc.gateway.is_none() && conf.is_gateway {
+            ipc.gateway = Some(first_host(&ipc.address));
+        }
+        if conf.is_default_gateway && !default_found[fam] {
+            let dn = default_net(v4);
+            default_found[fam] = result.routes.iter().any(|r| r.gw.is_some() && r.dst == dn);
+            if !default_found[fam] {
+                result.routes.push(Route::new(dn, ipc.gateway));
+                default_found[fam] = true;
+            }
+        }
+        if conf.is_gateway {
+            if let Some(gw) = ipc.gateway {
+                if let Ok(n) = IpNet::new(gw, ipc.address.prefix_len()) {
+                    gws.push(n);
+                }
+            }
+        }
+    }
+    gws
+}
+
+#[allow(clippy::too_many_arguments)]
+fn layer3(
+    args: &CmdArgs,
+    conf: &BridgeConf,
+    ns: &NetNs,
+    nl: &mut Netlink,
+    br: &Link,
+    cnl: &mut Netlink,
+    cont_idx: u32,
+    ipam: CniResult,
+    result: &mut CniResult,
+) -> Result<(), CniError> {
+    let ipam_name = conf.ipam_type.as_deref().unwrap_or_default();
+    if ipam.ips.is_empty() {
+        return Err(CniError::internal(format!(
+            "IPAM plugin {ipam_name} returned missing IP config (no addresses)"
+        )));
+    }
+    let gws = merge_ipam(conf, ipam, result);
+    let ifname = &args.ifname;
+    for ipc in &result.ips {
+        if let Some(gw) = ipc.gateway {
+            if gw.is_ipv4() != ipc.address.addr().is_ipv4() {
+                return Err(CniError::internal(format!(
+                    "IPAM plugin {ipam_name} returned gateway {gw} of another family than address {}",
+                    ipc.address
+                )));
+            }
+        }
+    }
+    let has_v6 = result.ips.iter().any(|i| i.address.addr().is_ipv6());
+    if has_v6 {
+        let key_if = ifname.replace('.', "/");
+        ns.run(move || -> Result<(), NetlinkError> {
+            for i in ["lo", key_if.as_str()] {
+                let k = format!("net.ipv6.conf.{i}.disable_ipv6");
+                if rnet_netlink::sysctl_get(&k).is_ok_and(|v| v != "0") {
+                    rnet_netlink::sysctl_set(&k, "0")?;
+                }
+            }
+            rnet_netlink::sysctl_set(&format!("net.ipv6.conf.{key_if}.keep_addr_on_down"), "1")
+        })
+        .map_err(|e| rnet_plugin::ns_error(e).context("entering the container namespace"))?
+        .map_err(nl_err(format!(
+            "enabling IPv6 on {ifname} in the container"
+        )))?;
+    }
+    for ipc in &result.ips {
+        cnl.addr_add(cont_idx, ipc.address).map_err(nl_err(format!(
+            "adding {} to {ifname} in the container",
+            ipc.address
+        )))?;
+    }
+    cnl.link_set_up(cont_idx)
+        .map_err(nl_err(format!("setting {ifname} up in the container")))?;
+    if has_v6 && conf.enable_dad {
+        settle_dad(cnl, cont_idx, ifname)?;
+    }
+    let gw_of = |v4: bool| {
+        result
+            .ips
+            .iter()
+            .find(|i| i.address.addr().is_ipv4() == v4)
+            .and_then(|i| i.gateway)
+    };
+    for r in &result.routes {
+        let mut spec = RouteSpec::new(r.dst);
+        spec.gateway = r.gw.or_else(|| gw_of(r.dst.addr().is_ipv4()));
+        spec.oif = Some(cont_idx);
+        spec.metric = r.priority;
+        spec.table = r.table;
+        spec.scope = r.scope.map(Scope::from);
+        spec.mtu = r.mtu;
+        spec.advmss = r.advmss;
+        match cnl.route_add(&spec) {
+            Ok(()) => {}
+            Err(e) if e.is_exists() => {}
+            Err(e) => {
+                return Err(nl_err(format!(
+                    "adding route {}{} in the container",
+                    r.dst,
+                    spec.gateway
+                        .map(|g| format!(" via {g}"))
+                        .unwrap_or_default()
+                ))(e));
+            }
+        }
+    }
+
+    if conf.is_gateway && !gws.is_empty() {
+        let gw_link = if conf.vlan != 0 {
+            let l = ensure_vlan_gateway(nl, conf, br)?;
+            result.interfaces.push(Interface {
+                name: l.name.clone(),
+                mac: l.mac.map(|m| format_mac(&m)).unwrap_or_default(),
+                ..Interface::default()
+            });
+            l
+        } else {
+            br.clone()
+        };
+        let mut fams = [false, false];
+        for gw in &gws {
+            ensure_gateway_addr(nl, &gw_link, *gw, conf.force_address)?;
+            fams[usize::from(gw.addr().is_ipv6())] = true;
+        }
+        for (i, key) in ["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"]
+            .iter()
+            .enumerate()
+        {
+            if fams[i] && rnet_netlink::sysctl_get(key).map_or(true, |v| v != "1") {
+                rnet_netlink::sysctl_set(key, "1")
+                    .map_err(nl_err("enabling forwarding (isGateway)"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Waits (bounded) until no IPv6 address of `idx` is tentative.
+fn settle_dad(cnl: &mut Netlink, idx: u32, ifname: &str) -> Result<(), CniError> {
+    let deadline = Instant::now() + DAD_TIMEOUT;
+    loop {
+        let addrs = cnl
+            .addr_list(Some(idx), Some(Family::V6))
+            .map_err(nl_err(format!("listing addresses of {ifname}")))?;
+        if let Some(a) = addrs.iter().find(|a| a.is_dadfailed()) {
+            return Err(CniError::new(
+                code::NETLINK,
+                format!(
+                    "duplicate address detection failed for {} on {ifname}: the address is in use on the network",
+                    a.addr
+                ),
+            ));
+        }
+        if !addrs.iter().any(|a| a.is_tentative()) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(CniError::try_again(format!(
+                "IPv6 addresses on {ifname} still tentative after {DAD_TIMEOUT:?} (enabledad)"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The gateway address on the bridge: add it (EEXIST is fine). Another
+/// address of the same IPv4 family, or an overlapping IPv6 one, is an error
+/// unless `forceAddress` (then it is replaced), as the reference.
+fn ensure_gateway_addr(
+    nl: &mut Netlink,
+    link: &Link,
+    gw: IpNet,
+    force: bool,
+) -> Result<(), CniError> {
+    let fam = Family::of(&gw.addr());
+    let addrs = nl
+        .addr_list(Some(link.index), Some(fam))
+        .map_err(nl_err(format!("listing addresses of {}", link.name)))?;
+    for a in &addrs {
+        if a.addr == gw {
+            return Ok(());
+        }
+        if a.scope == Scope::Link {
+            continue; // IPv6 link-local: not a configured gateway.
+        }
+        let clash = fam == Family::V4 || a.addr.contains(&gw.addr()) || gw.contains(&a.addr.addr());
+        if clash {
+            if force {
+                nl.addr_del(link.index, a.addr)
+                    .map_err(nl_err(format!("removing {} from {}", a.addr, link.name)))?;
+            } else {
+                return Err(CniError::invalid_config(format!(
+                    "{:?} already has an IP address different from {gw} ({}); set \"forceAddress\" to replace it",
+                    link.name, a.addr
+                )));
+            }
+        }
+    }
+    match nl.addr_add(link.index, gw) {
+        Ok(()) => {}
+        Err(e) if e.is_exists() => return Ok(()),
+        Err(e) => return Err(nl_err(format!("adding gateway {gw} to {}", link.name))(e)),
+    }
+    // Pin the bridge MAC (otherwise it follows the lowest port MAC as ports
+    // churn). Read it now: it was all zeros until the first port joined.
+    let mac = nl
+        .link_by_index(link.index)
+        .map_err(nl_err(format!("looking up {}", link.name)))?
+        .and_then(|l| l.mac)
+        .filter(|m| m.iter().any(|b| *b != 0));
+    if let Some(mac) = mac {
+        nl.link_set_mac(link.index, mac)
+            .map_err(nl_err(format!("pinning the MAC of {}", link.name)))?;
+    }
+    Ok(())
+}
+
+/// With `vlan` and `isGateway`, the reference puts the gateway on a veth
+/// `<bridge>.<vlan>` whose peer is an access port of that VLAN.
+fn ensure_vlan_gateway(nl: &mut Netlink, conf: &BridgeConf, br: &Link) -> Result<Link, CniError> {
+    let name = format!("{}.{}", conf.bridge, conf.vlan);
+    if let Some(l) = nl
+        .link_by_name(&name)
+        .map_err(nl_err(format!("looking up {name}")))?
+    {
+        return Ok(l);
+    }
+    rnet_netlink::validate_ifname(&name).map_err(|e| {
+        CniError::invalid_config(format!(
+            "VLAN gateway interface {name:?} is not a valid name ({e}); use a shorter \"bridge\" name"
+        ))
+    })?;
+    let port = host_veth_name(&conf.bridge, &name);
+    let idx = nl
+        .create_veth(&VethSpec {
+            name: &port,
+            peer_name: &name,
+            mtu: conf.mtu,
+            master: Some(br.index),
+            up: true,
+            ..VethSpec::default()
+        })
+        .map_err(nl_err(format!("creating VLAN gateway {name}")))?;
+    setup_vlans(nl, conf, idx, &port)?;
+    let l = nl
+        .link_by_name(&name)
+        .map_err(nl_err(format!("looking up {name}")))?
+        .ok_or_else(|| CniError::new(code::NETLINK, format!("{name} vanished after creation")))?;
+    nl.link_set_up(l.index)
+        .map_err(nl_err(format!("setting {name} up")))?;
+    Ok(l)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use rnet_cni::IpConfig;
+
+    fn conf(gw: bool, dgw: bool) -> BridgeConf {
+        let mut c = BridgeConf::parse(&serde_json::Map::new(), None, Some("x".into())).unwrap();
+        c.is_gateway = gw || dgw;
+        c.is_default_gateway = dgw;
+        c
+    }
+
+    fn ip(a: &str, gw: Option<&str>) -> IpConfig {
+        IpConfig {
+            interface: None,
+            address: a.parse().unwrap(),
+            gateway: gw.map(|g| g.parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn gateways_and_default_routes() {
+        let ipam = CniResult {
+            ips: vec![
+                ip("10.1.2.7/24", None),
+                ip("fd00:1::7/64", Some("fd00:1::fe")),
+            ],
+            ..CniResult::default()
+        };
+        let mut r = CniResult::default();
+        let gws = merge_ipam(&conf(false, true), ipam.clone(), &mut r);
+        assert_eq!(r.ips[0].gateway, Some("10.1.2.1".parse().unwrap()));
+        assert_eq!(r.ips[1].gateway, Some("fd00:1::fe".parse().unwrap()));
+        assert!(r.ips.iter().all(|i| i.interface == Some(2)));
+        assert_eq!(
+            gws,
+            vec![
+                "10.1.2.1/24".parse::<IpNet>().unwrap(),
+                "fd00:1::fe/64".parse().unwrap()
+            ]
+        );
+        assert_eq!(r.routes.len(), 2);
+        assert_eq!(r.routes[0].dst, "0.0.0.0/0".parse::<IpNet>().unwrap());
+        assert_eq!(r.routes[1].gw, Some("fd00:1::fe".parse().unwrap()));
+
+        // No gateway without isGateway, no default route without isDefaultGateway.
+        let mut r = CniResult::default();
+        let gws = merge_ipam(&conf(false, false), ipam.clone(), &mut r);
+        assert!(gws.is_empty());
+        assert_eq!(r.ips[0].gateway, None);
+        assert!(r.routes.is_empty());
+
+        // IPAM's own default route wins.
+        let mut with_default = ipam;
+        with_default.routes.push(Route::new(
+            "0.0.0.0/0".parse().unwrap(),
+            Some("10.1.2.254".parse().unwrap()),
+        ));
+        let mut r = CniResult::default();
+        merge_ipam(&conf(true, true), with_default, &mut r);
+        assert_eq!(
+            r.routes.iter().filter(|r| r.dst.addr().is_ipv4()).count(),
+            1
+        );
+    }
+
+    #[test]
+    fn first_hosts() {
+        assert_eq!(
+            first_host(&"10.1.2.7/24".parse().unwrap()),
+            "10.1.2.1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            first_host(&"fd00::9/64".parse().unwrap()),
+            "fd00::1".parse::<IpAddr>().unwrap()
+        );
+    }
+}

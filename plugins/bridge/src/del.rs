@@ -1,0 +1,260 @@
+//! DEL, GC and STATUS.
+
+use crate::config::BridgeConf;
+use crate::fw::{self, Installed};
+use crate::state::{
+    AttachmentState, attachment_tag, host_veth_name, list_states, parse_tag, read_state,
+    remove_state, state_path,
+};
+use rnet_cni::exec::{CniEnv, delegate, exec_plugin, find_plugin};
+use rnet_cni::{Attachment, CmdArgs, CniError, Command, code};
+use rnet_netlink::Netlink;
+use rnet_plugin::netlink_error;
+use std::collections::HashSet;
+
+/// Combines several errors into the first one, the rest in its details.
+fn combine(mut errs: Vec<CniError>) -> Result<(), CniError> {
+    if errs.is_empty() {
+        return Ok(());
+    }
+    let first = errs.remove(0);
+    if errs.is_empty() {
+        return Err(first);
+    }
+    let rest: Vec<String> = errs.iter().map(ToString::to_string).collect();
+    let details = if first.details.is_empty() {
+        rest.join("; ")
+    } else {
+        format!("{}; {}", first.details, rest.join("; "))
+    };
+    Err(first.with_details(details))
+}
+
+/// Deletes host veth `name` if it carries `tag` (deleting one end removes the
+/// pair, so the container namespace is not needed). Gone already is fine; a
+/// veth of that name with another tag is left alone.
+fn delete_veth(nl: &mut Netlink, name: &str, tag: &str) -> Result<(), CniError> {
+    let Some(l) = nl.link_by_name(name).map_err(netlink_error)? else {
+        return Ok(());
+    };
+    if l.alias.as_deref() != Some(tag) {
+        eprintln!(
+            "rnet-bridge: not deleting {name}: it belongs to {:?}, not {tag:?}",
+            l.alias.unwrap_or_default()
+        );
+        return Ok(());
+    }
+    match nl.link_del(l.index) {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) => Err(netlink_error(e).context(format!("deleting veth {name}"))),
+    }
+}
+
+/// DEL: idempotent; works without the namespace, the veth, the state file or
+/// `prevResult`.
+pub fn del(args: &CmdArgs) -> Result<(), CniError> {
+    let conf = BridgeConf::from_args(args)?;
+    let network = &args.conf.name;
+    let path = state_path(&conf.state_dir, network, &args.container_id, &args.ifname);
+    let st = read_state(&path).unwrap_or_else(|e| {
+        eprintln!("rnet-bridge: {e}; falling back to prevResult");
+        None
+    });
+    let tag = attachment_tag(network, &args.container_id, &args.ifname);
+    let host_name = st.as_ref().map_or_else(
+        || host_veth_name(&args.container_id, &args.ifname),
+        |s| s.host_veth.clone(),
+    );
+    let inst = match &st {
+        Some(s) => Installed::from_state(s),
+        None => {
+            let masq = if conf.ip_masq {
+                args.conf
+                    .prev_result
+                    .as_ref()
+                    .map(|r| r.ips.iter().map(|i| i.address).collect())
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            Installed {
+                tag: tag.clone(),
+                scan: conf.ip_masq && masq.is_empty(),
+                masq,
+                spoof_veth: conf.macspoofchk.then(|| host_name.clone()),
+            }
+        }
+    };
+    std::thread::scope(|s| {
+        let ipam = conf
+            .ipam_type
+            .as_deref()
+            .map(|t| s.spawn(move || delegate(Command::Del, args, t)));
+        let mut errs = Vec::new();
+        match Netlink::new() {
+            Ok(mut nl) => {
+                if let Err(e) = delete_veth(&mut nl, &host_name, &tag) {
+                    errs.push(e);
+                }
+            }
+            Err(e) => errs.push(netlink_error(e)),
+        }
+        if !inst.is_empty() {
+            if let Err(e) = fw::remove(&inst) {
+                errs.push(e);
+            }
+        }
+        if let Some(h) = ipam {
+            match h.join() {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => errs.insert(0, e),
+                Err(_) => errs.push(CniError::internal("the IPAM thread panicked")),
+            }
+        }
+        if errs.is_empty() {
+            if let Err(e) = remove_state(&path) {
+                errs.push(CniError::io(e));
+            }
+        }
+        combine(errs)
+    })
+}
+
+/// Does the IPAM plugin speak CNI 1.1.0 (STATUS, GC)? Asks it with VERSION.
+fn ipam_has_1_1(args: &CmdArgs, ipam: &str) -> Result<bool, CniError> {
+    let path = find_plugin(ipam, &args.path)?;
+    let env = CniEnv {
+        command: "VERSION".into(),
+        path: args.path_raw.clone(),
+        ..CniEnv::default()
+    };
+    let out = exec_plugin(&path, &env, br#"{"cniVersion":"1.1.0"}"#)?;
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
+    Ok(v["supportedVersions"]
+        .as_array()
+        .is_some_and(|l| l.iter().any(|x| x == "1.1.0")))
+}
+
+/// STATUS: ready when the IPAM plugin is (an IPAM plugin older than CNI 1.1
+/// cannot be asked; it is ready if it can be found).
+pub fn status(args: &CmdArgs) -> Result<(), CniError> {
+    let conf = BridgeConf::from_args(args)?;
+    let Some(ipam) = conf.ipam_type.as_deref() else {
+        return Ok(());
+    };
+    if let Err(e) = find_plugin(ipam, &args.path) {
+        return Err(CniError::new(code::NOT_AVAILABLE, e.msg));
+    }
+    if !ipam_has_1_1(args, ipam)? {
+        return Ok(());
+    }
+    delegate(Command::Status, args, ipam).map(|_| ())
+}
+
+/// Removes everything of one stale attachment: veth, elements, lease, state.
+fn gc_one(
+    args: &CmdArgs,
+    conf: &BridgeConf,
+    nl: &mut Netlink,
+    st: &AttachmentState,
+    errs: &mut Vec<CniError>,
+) -> bool {
+    let tag = st.tag();
+    let before = errs.len();
+    if let Err(e) = delete_veth(nl, &st.host_veth, &tag) {
+        errs.push(e);
+    }
+    let inst = Installed::from_state(st);
+    if !inst.is_empty() {
+        if let Err(e) = fw::remove(&inst) {
+            errs.push(e);
+        }
+    }
+    if let Some(t) = conf.ipam_type.as_deref() {
+        let mut a = args.clone();
+        a.command = Command::Del;
+        a.container_id = st.container_id.clone();
+        a.ifname = st.ifname.clone();
+        a.netns = None;
+        if let Err(e) = delegate(Command::Del, &a, t) {
+            errs.push(e.context(format!("releasing the lease of {tag}")));
+        }
+    }
+    errs.len() == before
+}
+
+/// GC: removes state files, veths, nft elements and leases of every
+/// attachment of this network not in `valid`, then forwards GC to IPAM.
+/// Goes on after errors and reports them all.
+pub fn gc(args: &CmdArgs, valid: &[Attachment]) -> Result<(), CniError> {
+    let conf = BridgeConf::from_args(args)?;
+    let network = &args.conf.name;
+    let valid_tags: HashSet<String> = valid
+        .iter()
+        .map(|a| attachment_tag(network, &a.container_id, &a.ifname))
+        .collect();
+    let mut errs = Vec::new();
+    let mut nl = Netlink::new().map_err(netlink_error)?;
+    let mut done: HashSet<String> = HashSet::new();
+    for (path, st) in list_states(&conf.state_dir, network) {
+        match st {
+            Ok(st) if !valid_tags.contains(&st.tag()) => {
+                if gc_one(args, &conf, &mut nl, &st, &mut errs) {
+                    if let Err(e) = remove_state(&path) {
+                        errs.push(CniError::io(e));
+                    }
+                }
+                done.insert(st.tag());
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("rnet-bridge: GC: {e}"),
+        }
+    }
+    // Veths without a state file (state dir wiped): one dump, filtered by alias.
+    match nl.link_list() {
+        Ok(links) => {
+            for l in links {
+                let Some(alias) = l.alias.as_deref() else {
+                    continue;
+                };
+                let Some((net, cid, ifname)) = parse_tag(alias) else {
+                    continue;
+                };
+                if net != network
+                    || l.kind.as_deref() != Some("veth")
+                    || l.name != host_veth_name(cid, ifname)
+                    || valid_tags.contains(alias)
+                    || done.contains(alias)
+                {
+                    continue;
+                }
+                let st = AttachmentState {
+                    network: net.to_owned(),
+                    container_id: cid.to_owned(),
+                    ifname: ifname.to_owned(),
+                    bridge: conf.bridge.clone(),
+                    host_veth: l.name.clone(),
+                    ..AttachmentState::default()
+                };
+                gc_one(args, &conf, &mut nl, &st, &mut errs);
+            }
+        }
+        Err(e) => errs.push(netlink_error(e).context("listing links for GC")),
+    }
+    if let Err(e) = fw::gc(network, &valid_tags) {
+        errs.push(e);
+    }
+    if let Some(t) = conf.ipam_type.as_deref() {
+        match ipam_has_1_1(args, t) {
+            Ok(true) => {
+                if let Err(e) = delegate(Command::Gc, args, t) {
+                    errs.push(e);
+                }
+            }
+            Ok(false) => {}
+            Err(e) => errs.push(e),
+        }
+    }
+    combine(errs)
+}
