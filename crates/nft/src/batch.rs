@@ -101,6 +101,10 @@ impl Batch {
     /// every lenient element is first probed with a `GETSETELEM` request (one
     /// round trip each, O(1) in the set size, no dump) and only the present
     /// ones are deleted; a concurrent delete in between is retried.
+    ///
+    /// A missing *set or table* still fails with `ENOENT` (both paths), so a
+    /// typo is not silently ignored; after `nft flush ruleset` a DEL can
+    /// treat that `ENOENT` as "nothing left to delete".
     pub fn delete_elements_lenient(
         &mut self,
         table: &str,

@@ -403,6 +403,16 @@ impl Nft {
                     pruned.push(op.clone());
                     continue;
                 }
+                // Like DESTROYSETELEM: a missing set is ENOENT, missing elements are not.
+                if !self.set_exists(op.family, &op.table, &op.set)? {
+                    return Err(NftError::kernel(
+                        libc::ENOENT,
+                        format!(
+                            "{}: the set does not exist",
+                            describe(op, 0, op.elements.len())
+                        ),
+                    ));
+                }
                 let mut present = Vec::new();
                 for e in &op.elements {
                     if self.element_exists(op.family, &op.table, &op.set, e)? {
@@ -542,4 +552,45 @@ fn decode_element(info: &SetInfo, a: &[u8]) -> Result<Option<Element>, String> {
         verdict,
         comment,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn decode_element_never_panics() {
+        let info = SetInfo {
+            key_type: (12 << 6) | 13,
+            key_len: 8,
+            data_type: Some(NFT_DATA_VERDICT),
+            data_len: 16,
+            flags: NFT_SET_MAP,
+        };
+        // A valid element: key tcp . 80, verdict jump "x".
+        let mut m = MsgBuf::default();
+        let e = Element::new(vec![crate::KeyPart::Proto(6), crate::KeyPart::Port(80)])
+            .verdict(Verdict::Jump("x".into()))
+            .comment("c");
+        batch::encode_element(&mut m, &e, true).unwrap();
+        let inner = nl::attrs(&m.buf).next().unwrap().1.to_vec();
+        assert_eq!(decode_element(&info, &inner).unwrap(), Some(e));
+        for cut in 0..inner.len() {
+            let _ = decode_element(&info, &inner[..cut]);
+        }
+        let mut x = 0x1234_5678u32;
+        for _ in 0..2000 {
+            let mut buf = inner.clone();
+            for b in buf.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                if x % 7 == 0 {
+                    *b = x as u8;
+                }
+            }
+            let _ = decode_element(&info, &buf);
+        }
+    }
 }

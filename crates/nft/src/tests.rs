@@ -502,22 +502,70 @@ fn lenient_delete(n: &mut Nft) {
     assert!(!n.element_exists(INET, "rnet", "hostports4", &e1).unwrap());
 }
 
+/// After `nft flush ruleset` a lenient delete reports the missing set.
+fn lenient_after_flush(ns: &NetNs, n: &mut Nft) {
+    nft(ns, &["flush", "ruleset"]);
+    let mut del = batch();
+    del.delete_elements_lenient("rnet", "hostports4", &[hostport(6, 8080, 2, 80, "")]);
+    let err = n.commit(&del).unwrap_err();
+    assert!(
+        err.is_not_found() && err.to_string().contains("hostports4"),
+        "{err}"
+    );
+}
+
 #[test]
 fn lenient_delete_with_destroy() {
-    let (_ns, mut n) = setup();
+    let (ns, mut n) = setup();
     lenient_delete(&mut n);
     assert_eq!(
         n.destroy_supported(),
         Some(true),
         "kernel >= 6.3 has DESTROYSETELEM"
     );
+    lenient_after_flush(&ns, &mut n);
 }
 
 #[test]
 fn lenient_delete_probe_fallback() {
-    let (_ns, mut n) = setup();
+    let (ns, mut n) = setup();
     n.force_no_destroy();
     lenient_delete(&mut n);
+    lenient_after_flush(&ns, &mut n);
+}
+
+#[test]
+fn ten_thousand_elements_in_one_batch() {
+    let (ns, mut n) = setup();
+    let els: Vec<Element> = (0..10_000u32)
+        .map(|i| {
+            let proto = if i < 5000 { 6 } else { 17 };
+            Element::new(vec![
+                KeyPart::Proto(proto),
+                KeyPart::Port((i % 5000) as u16 + 10_000),
+            ])
+            .data(vec![
+                KeyPart::Ipv4(Ipv4Addr::from(0x0a00_0000 + i)),
+                KeyPart::Port(80),
+            ])
+            .comment(format!("{i:064x}/eth0"))
+        })
+        .collect();
+    let mut b = batch();
+    b.add_elements("rnet", "hostports4", &els);
+    n.commit(&b).unwrap(); // many messages, one sendmsg (send buffer grown)
+    let listed = n.list_elements(INET, "rnet", "hostports4").unwrap(); // many datagrams
+    assert_eq!(listed.len(), 10_001);
+    assert!(listed.contains(&els[9_999]));
+    let text = nft(&ns, &["list", "map", "inet", "rnet", "hostports4"]);
+    assert_eq!(text.matches("/eth0").count(), 10_001);
+    let mut del = batch();
+    del.delete_elements("rnet", "hostports4", &els);
+    n.commit(&del).unwrap();
+    assert_eq!(
+        n.list_elements(INET, "rnet", "hostports4").unwrap().len(),
+        1
+    );
 }
 
 #[test]
@@ -534,4 +582,22 @@ fn bad_arguments_are_typed_before_sending() {
         n.table_exists(INET, "bad name"),
         Err(NftError::InvalidArgument(_))
     ));
+}
+
+#[test]
+fn current_thread_variants_follow_the_thread_namespace() {
+    let ns = netns();
+    // apply_ruleset / Nft::new act on the calling thread's namespace: run them
+    // on a thread inside `ns`.
+    let text = test_ruleset().render().unwrap();
+    ns.run(|| apply_ruleset(&text)).unwrap().unwrap();
+    let exists = ns
+        .run(|| Nft::new().and_then(|mut n| n.table_exists(INET, "rnet")))
+        .unwrap()
+        .unwrap();
+    assert!(exists);
+    // The socket keeps working from this (other-namespace) thread.
+    let mut n = ns.run(Nft::new).unwrap().unwrap();
+    assert!(n.set_exists(INET, "rnet", "hostports4").unwrap());
+    assert!(nft(&ns, &["list", "tables"]).contains("table inet rnet"));
 }
