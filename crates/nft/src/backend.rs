@@ -59,6 +59,110 @@ impl Backend for Nft {
     }
 }
 
+/// What [`ensure_ruleset`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Ensured {
+    /// The ruleset was (re)applied (slow path taken).
+    pub applied: bool,
+    /// Elements that were in the kernel's sets before the reload and were
+    /// carried over into the new table.
+    pub carried: usize,
+}
+
+/// The slow-path decision in one call, made with cheap `GET` requests (no
+/// dump, no exec when all is well): every table of `ruleset` must exist with
+/// the model's comment (use the comment as a version marker), and every chain,
+/// set and map must exist. If so, nothing is done (`applied: false`).
+///
+/// Otherwise the ruleset is applied (one `nft -f -`). The prelude deletes the
+/// old table, so the elements of sets and maps that still exist are listed
+/// first and carried over into the new table (the model's own elements win
+/// on equal keys); if nft rejects that (e.g. a set changed type between
+/// versions) the bare model is applied and `carried` is 0. After
+/// `nft flush ruleset` nothing is left to carry: callers re-add the elements
+/// they own from their own records.
+pub fn ensure_ruleset<B: Backend + ?Sized>(
+    backend: &mut B,
+    ruleset: &Ruleset,
+) -> Result<Ensured, NftError> {
+    if is_complete(backend, ruleset)? {
+        return Ok(Ensured::default());
+    }
+    let mut merged = ruleset.clone();
+    let mut carried = 0;
+    for t in &mut merged.tables {
+        if !backend.table_exists(t.family, &t.name)? {
+            continue;
+        }
+        let (fam, tname) = (t.family, t.name.clone());
+        let names: Vec<String> = t
+            .sets
+            .iter()
+            .map(|s| s.name.clone())
+            .chain(t.maps.iter().map(|m| m.name.clone()))
+            .collect();
+        for name in names {
+            if !backend.set_exists(fam, &tname, &name)? {
+                continue;
+            }
+            // Interval sets and undecodable sets are not carried.
+            let Ok(old) = backend.list_elements(fam, &tname, &name) else {
+                continue;
+            };
+            if let Some(els) = t.elements_mut(&name) {
+                for e in old {
+                    if !els.iter().any(|x| x.same_key(&e)) {
+                        els.push(e);
+                        carried += 1;
+                    }
+                }
+            }
+        }
+    }
+    if carried > 0 {
+        match backend.apply(&merged) {
+            Ok(()) => {
+                return Ok(Ensured {
+                    applied: true,
+                    carried,
+                });
+            }
+            Err(NftError::NftFailed { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    backend.apply(ruleset)?;
+    Ok(Ensured {
+        applied: true,
+        carried: 0,
+    })
+}
+
+fn is_complete<B: Backend + ?Sized>(b: &mut B, ruleset: &Ruleset) -> Result<bool, NftError> {
+    for t in &ruleset.tables {
+        let comment = match b.table_comment(t.family, &t.name) {
+            Ok(c) => c,
+            Err(e) if e.is_not_found() => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        if comment != t.comment {
+            return Ok(false);
+        }
+        for c in &t.chains {
+            if !b.chain_exists(t.family, &t.name, &c.name)? {
+                return Ok(false);
+            }
+        }
+        let sets = t.sets.iter().map(|s| &s.name);
+        for name in sets.chain(t.maps.iter().map(|m| &m.name)) {
+            if !b.set_exists(t.family, &t.name, name)? {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
 /// An in-memory nftables with the kernel's semantics for what rnet uses:
 /// applying a ruleset replaces its tables; a batch is all or nothing;
 /// `Add` is idempotent but `EEXIST` for same key/different data; `AddExcl`

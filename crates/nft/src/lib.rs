@@ -27,10 +27,10 @@
 //! Typical plugin flow:
 //!
 //! ```text
-//! if !nft.table_exists(Inet, "rnet")? || table_comment != VERSION || !set_exists(..) {
-//!     nft.apply(&ruleset)?                 // slow path, one exec, rare
-//! }
-//! nft.commit(&batch)?                      // hot path, one sendmsg
+//! let mut nft = Nft::new()?;               // socket in the current namespace
+//! ensure_ruleset(&mut nft, &ruleset)?;     // a few GETs; `nft -f -` only if
+//!                                          // the table is missing/outdated
+//! nft.commit(&batch)?;                     // hot path: one sendmsg
 //! ```
 //!
 //! # Element encoding
@@ -85,7 +85,7 @@ mod model;
 mod nl;
 
 pub use apply::{NFT_DIRS, apply_ruleset, apply_ruleset_in, find_nft};
-pub use backend::{Backend, FakeBackend};
+pub use backend::{Backend, Ensured, FakeBackend, ensure_ruleset};
 pub use batch::{Batch, BatchOp, OpKind};
 pub use client::{NFT_DATA_VERDICT, NFT_SET_CONCAT, NFT_SET_INTERVAL, NFT_SET_MAP, Nft, SetInfo};
 pub use element::{Element, Family, IFNAMSIZ, KeyPart, MAX_COMMENT_LEN, MAX_VALUE_LEN, Verdict};

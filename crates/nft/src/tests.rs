@@ -601,3 +601,27 @@ fn current_thread_variants_follow_the_thread_namespace() {
     assert!(n.set_exists(INET, "rnet", "hostports4").unwrap());
     assert!(nft(&ns, &["list", "tables"]).contains("table inet rnet"));
 }
+
+#[test]
+fn ensure_ruleset_against_the_kernel() {
+    let ns = netns();
+    let mut n = Nft::in_netns(&ns).unwrap();
+    assert!(ensure_ruleset(&mut n, &test_ruleset()).unwrap().applied);
+    assert!(!ensure_ruleset(&mut n, &test_ruleset()).unwrap().applied);
+    let extra = hostport(6, 4444, 4, 80, "c4/eth0");
+    let mut b = batch();
+    b.add_elements("rnet", "hostports4", std::slice::from_ref(&extra));
+    n.commit(&b).unwrap();
+    // Someone deletes a chain: reapplied, our element survives the reload.
+    nft(&ns, &["flush", "chain", "inet", "rnet", "forward"]);
+    nft(&ns, &["delete", "chain", "inet", "rnet", "forward"]);
+    let e = ensure_ruleset(&mut n, &test_ruleset()).unwrap();
+    assert!(e.applied && e.carried >= 1, "{e:?}");
+    assert!(n.chain_exists(INET, "rnet", "isolate").unwrap());
+    assert!(
+        n.element_exists(INET, "rnet", "hostports4", &extra)
+            .unwrap()
+    );
+    let got = n.list_elements(INET, "rnet", "hostports4").unwrap();
+    assert!(got.contains(&extra), "{got:?}");
+}
