@@ -185,19 +185,6 @@ fn add_inner(
             ..CniResult::default()
         };
 
-        if conf.macspoofchk {
-            let inst = fw::install(&FwAttachment {
-                tag: &tag,
-                bridge: &conf.bridge,
-                host_veth: &host_name,
-                masq: &[],
-                isolation: false,
-                spoof_mac: Some(cont_mac),
-            })?;
-            undo.fw = Some(inst);
-            st.spoofchk = true;
-        }
-
         if let Some(ipam_res) = ipam {
             layer3(
                 args,
@@ -218,26 +205,35 @@ fn add_inner(
             )))?;
         }
 
-        if (conf.ip_masq && !st.ips.is_empty()) || conf.isolation {
-            let masq: Vec<IpNet> = if conf.ip_masq {
-                st.ips.clone()
-            } else {
-                Vec::new()
-            };
-            let inst = fw::install(&FwAttachment {
+        // One batch per table family: this attachment's masquerade and
+        // spoof-check elements, and the shared bridge elements (every bridge
+        // rnet uses must be known for isolation to hold).
+        let masq: Vec<IpNet> = if conf.ip_masq {
+            st.ips.clone()
+        } else {
+            Vec::new()
+        };
+        let spoof_mac = conf.macspoofchk.then_some(cont_mac);
+        undo.fw = Some(fw::Installed {
+            tag: tag.clone(),
+            masq: masq.clone(),
+            spoof_veth: spoof_mac.map(|_| host_name.clone()),
+            scan: false,
+        });
+        fw::install(
+            &FwAttachment {
                 tag: &tag,
                 bridge: &conf.bridge,
                 host_veth: &host_name,
                 masq: &masq,
                 isolation: conf.isolation,
-                spoof_mac: None,
-            })?;
-            undo.fw = Some(match undo.fw.take() {
-                Some(prev) => prev.merge(inst),
-                None => inst,
-            });
-            st.masq = conf.ip_masq && !masq.is_empty();
-        }
+                spoof_mac,
+            },
+            &conf.state_dir,
+        )?;
+        st.masq = !masq.is_empty();
+        st.spoofchk = spoof_mac.is_some();
+        st.isolated = conf.isolation;
 
         // The bridge takes a port's MAC unless its own was set: read it last.
         if let Some(b) = nl
@@ -253,6 +249,13 @@ fn add_inner(
             if !dns.is_empty() {
                 result.dns = dns.clone();
             }
+        }
+        // Test hook (as the reference's debugPostIPAMError): fail after
+        // everything was set up, to prove the rollback.
+        if std::env::var_os("RNET_BRIDGE_TEST_FAIL_LATE").is_some() {
+            return Err(CniError::internal(
+                "failing on purpose after setup (RNET_BRIDGE_TEST_FAIL_LATE is set)",
+            ));
         }
         write_state(&path, &st)?;
         undo.armed = false;

@@ -242,7 +242,8 @@ pub fn gc(args: &CmdArgs, valid: &[Attachment]) -> Result<(), CniError> {
         }
         Err(e) => errs.push(netlink_error(e).context("listing links for GC")),
     }
-    if let Err(e) = fw::gc(network, &valid_tags) {
+    let mut bridge_exists = |name: &str| !matches!(nl.link_by_name(name), Ok(None));
+    if let Err(e) = fw::gc(network, &valid_tags, &mut bridge_exists) {
         errs.push(e);
     }
     if let Some(t) = conf.ipam_type.as_deref() {

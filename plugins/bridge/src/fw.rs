@@ -1,8 +1,100 @@
-//! nftables for the bridge plugin (placeholder until rnet-nft lands).
+//! nftables for the bridge plugin: masquerade (`ipMasq`), isolation between
+//! rnet bridges (`isolation`) and the MAC spoof check (`macspoofchk`).
+//!
+//! The rules never change per container; they look up named sets (see
+//! [`inet_table`] and [`bridge_table`]). One ADD is one netlink batch adding
+//! the attachment's elements (tagged with its comment) and the shared bridge
+//! elements (idempotent adds); one DEL is one batch deleting the attachment's
+//! elements (lenient). No `nft` exec on the hot path.
+//!
+//! The tables themselves are written by the slow path only: when a batch
+//! fails with `ENOENT` (first use on this host, or someone ran
+//! `nft flush ruleset`), the table is rendered through `rnet-nft`'s model and
+//! applied with one `nft -f -`, under a lock so concurrent ADDs do not apply
+//! it twice; then every element recorded in the state files is re-added
+//! (recovery after a flush), and the batch is retried.
+//!
+//! Element comments are the attachment tag `<network>/<containerID>/<ifname>`
+//! (hashed when longer than nft's 128-byte comment limit), so GC can tell the
+//! elements of one network from another's.
 
-use crate::state::AttachmentState;
+use crate::state::{AttachmentState, parse_tag};
 use ipnet::IpNet;
-use rnet_cni::CniError;
+use rnet_cni::{CniError, code};
+use rnet_nft::{Batch, Chain, Element, Family, KeyPart, Nft, NftError, Ruleset, Set, Table};
+use std::collections::HashSet;
+use std::path::Path;
+
+/// The table name (in families `inet` and `bridge`).
+pub const TABLE: &str = "rnet";
+
+/// Sets of `table inet rnet`.
+pub mod sets {
+    /// Container IPv4 addresses of `ipMasq` networks.
+    pub const MASQ4: &str = "masq4";
+    /// Container IPv6 addresses of `ipMasq` networks.
+    pub const MASQ6: &str = "masq6";
+    /// Every bridge rnet attached something to (shared; GC removes bridges that are gone).
+    pub const BRIDGES: &str = "bridges";
+    /// `"br" . "br"` for each bridge: traffic that stays on one bridge.
+    pub const BRIDGE_SELF: &str = "bridge_self";
+    /// Bridges of networks with `"isolation": true`.
+    pub const ISOLATED: &str = "isolated";
+    /// `table bridge rnet`: host veths under the spoof check.
+    pub const SPOOF_PORTS: &str = "spoofchk_ports";
+    /// `table bridge rnet`: `veth . mac` pairs allowed.
+    pub const SPOOF_OK: &str = "spoofchk_ok";
+}
+
+/// `table inet rnet` as the bridge plugin needs it.
+///
+/// Masquerade: traffic from a masqueraded container address that leaves
+/// through anything but an rnet bridge (and is not multicast) gets the
+/// outgoing interface's address. Isolation: forwarding between an isolated
+/// rnet bridge and any other rnet bridge is dropped; traffic to and from
+/// non-bridge interfaces (the uplink: outbound and published ports) is not
+/// affected.
+///
+/// The port-publishing plugin will add its own sets and chains to this table;
+/// the complete definition then has to move to one place both use
+/// (`rnet-nft`), because the slow path replaces the whole table.
+pub fn inet_table() -> Table {
+    Table::new(Family::Inet, TABLE)
+        .comment("rnet v1")
+        .set(Set::new(sets::MASQ4, "ipv4_addr"))
+        .set(Set::new(sets::MASQ6, "ipv6_addr"))
+        .set(Set::new(sets::BRIDGES, "ifname"))
+        .set(Set::new(sets::BRIDGE_SELF, "ifname . ifname"))
+        .set(Set::new(sets::ISOLATED, "ifname"))
+        .chain(
+            Chain::base("postrouting", "nat", "postrouting", "srcnat")
+                .policy("accept")
+                .rule("ip saddr @masq4 oifname != @bridges ip daddr != 224.0.0.0/4 masquerade")
+                .rule("ip6 saddr @masq6 oifname != @bridges ip6 daddr != ff00::/8 masquerade"),
+        )
+        .chain(
+            Chain::base("forward", "filter", "forward", "filter")
+                .policy("accept")
+                .rule("iifname @isolated oifname @bridges iifname . oifname != @bridge_self drop")
+                .rule("iifname @bridges oifname @isolated iifname . oifname != @bridge_self drop"),
+        )
+}
+
+/// `table bridge rnet`: frames entering the bridge from a checked host veth
+/// whose source MAC is not the container's are dropped (`macspoofchk`).
+/// Flat: two set lookups per frame, whatever the number of containers (the
+/// reference adds two chains and a jump rule per container).
+pub fn bridge_table() -> Table {
+    Table::new(Family::Bridge, TABLE)
+        .comment("rnet v1")
+        .set(Set::new(sets::SPOOF_PORTS, "ifname"))
+        .set(Set::new(sets::SPOOF_OK, "ifname . ether_addr"))
+        .chain(
+            Chain::base("prerouting", "filter", "prerouting", "-300")
+                .policy("accept")
+                .rule("iifname @spoofchk_ports iifname . ether saddr != @spoofchk_ok drop"),
+        )
+}
 
 /// What one attachment asks of the firewall.
 #[derive(Debug, Clone)]
@@ -21,7 +113,8 @@ pub struct FwAttachment<'a> {
     pub spoof_mac: Option<[u8; 6]>,
 }
 
-/// The per-attachment elements installed (what DEL removes).
+/// The per-attachment elements installed (what DEL removes; the shared
+/// bridge elements stay).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Installed {
     /// Attachment tag.
@@ -60,8 +153,211 @@ impl Installed {
     }
 }
 
-/// Installs the attachment's elements (and the shared ones it needs).
-pub fn install(att: &FwAttachment<'_>) -> Result<Installed, CniError> {
+fn nft_err(what: impl std::fmt::Display) -> impl FnOnce(NftError) -> CniError {
+    move |e| CniError::new(code::NFTABLES, format!("{what}: {e}"))
+}
+
+/// The element comment of a tag: the tag itself, or `#` + a hash when it is
+/// longer than nft allows.
+pub fn comment_for(tag: &str) -> String {
+    if tag.len() <= rnet_nft::MAX_COMMENT_LEN {
+        tag.to_owned()
+    } else {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in tag.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        format!("#{h:016x}")
+    }
+}
+
+fn ifname(s: &str) -> KeyPart {
+    KeyPart::IfName(s.to_owned())
+}
+
+fn addr_element(ip: &IpNet, comment: &str) -> (bool, Element) {
+    match ip.addr() {
+        std::net::IpAddr::V4(a) => (true, Element::new(vec![KeyPart::Ipv4(a)]).comment(comment)),
+        std::net::IpAddr::V6(a) => (false, Element::new(vec![KeyPart::Ipv6(a)]).comment(comment)),
+    }
+}
+
+/// Elements of the `inet` table for one attachment: (set, elements).
+fn inet_elements(
+    bridge: &str,
+    isolation: bool,
+    masq: &[IpNet],
+    comment: &str,
+) -> Vec<(&'static str, Vec<Element>)> {
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    for ip in masq {
+        let (is4, e) = addr_element(ip, comment);
+        if is4 { v4.push(e) } else { v6.push(e) }
+    }
+    let mut out = vec![
+        (sets::BRIDGES, vec![Element::new(vec![ifname(bridge)])]),
+        (
+            sets::BRIDGE_SELF,
+            vec![Element::new(vec![ifname(bridge), ifname(bridge)])],
+        ),
+    ];
+    if isolation {
+        out.push((sets::ISOLATED, vec![Element::new(vec![ifname(bridge)])]));
+    }
+    if !v4.is_empty() {
+        out.push((sets::MASQ4, v4));
+    }
+    if !v6.is_empty() {
+        out.push((sets::MASQ6, v6));
+    }
+    out
+}
+
+fn spoof_elements(veth: &str, mac: [u8; 6], comment: &str) -> Vec<(&'static str, Vec<Element>)> {
+    vec![
+        (
+            sets::SPOOF_PORTS,
+            vec![Element::new(vec![ifname(veth)]).comment(comment)],
+        ),
+        (
+            sets::SPOOF_OK,
+            vec![Element::new(vec![ifname(veth), KeyPart::Raw(mac.to_vec())]).comment(comment)],
+        ),
+    ]
+}
+
+fn batch_of(family: Family, adds: &[(&'static str, Vec<Element>)]) -> Batch {
+    let mut b = Batch::new(family);
+    for (set, els) in adds {
+        b.add_elements(TABLE, set, els);
+    }
+    b
+}
+
+/// Commits `batch`; if the table is missing, creates it (slow path, locked),
+/// re-adds the elements recorded in the state files, and retries.
+fn commit_or_bootstrap(nft: &mut Nft, batch: &Batch, state_dir: &Path) -> Result<(), CniError> {
+    let family = batch.family();
+    match nft.commit(batch) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.is_not_found() => {}
+        Err(e) => {
+            return Err(nft_err(format!(
+                "adding elements to table {family} {TABLE}"
+            ))(e));
+        }
+    }
+    let _lock = lock(state_dir)?;
+    // Another ADD may have created it while we waited for the lock.
+    match nft.commit(batch) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.is_not_found() => {}
+        Err(e) => {
+            return Err(nft_err(format!(
+                "adding elements to table {family} {TABLE}"
+            ))(e));
+        }
+    }
+    let table = if family == Family::Bridge {
+        bridge_table()
+    } else {
+        inet_table()
+    };
+    let text = Ruleset::new()
+        .table(table)
+        .render()
+        .map_err(nft_err("rendering the rnet table"))?;
+    nft.apply_ruleset(&text).map_err(nft_err(format!(
+        "creating table {family} {TABLE} with nft -f"
+    )))?;
+    // Recovery: whatever the state files say we own goes back in.
+    let restore = restore_batch(family, state_dir);
+    if !restore.is_empty() {
+        if let Err(e) = nft.commit(&restore) {
+            eprintln!("rnet-bridge: re-adding recorded nft elements: {e}");
+        }
+    }
+    nft.commit(batch).map_err(nft_err(format!(
+        "adding elements to table {family} {TABLE}"
+    )))
+}
+
+/// Every element recorded in the state files of every network, for `family`.
+fn restore_batch(family: Family, state_dir: &Path) -> Batch {
+    let mut b = Batch::new(family);
+    let Ok(nets) = std::fs::read_dir(state_dir) else {
+        return b;
+    };
+    for net in nets.flatten() {
+        if !net.path().is_dir() {
+            continue;
+        }
+        let name = net.file_name().to_string_lossy().into_owned();
+        for (_, st) in crate::state::list_states(state_dir, &name) {
+            let Ok(st) = st else { continue };
+            let comment = comment_for(&st.tag());
+            let adds = if family == Family::Bridge {
+                match (st.spoofchk, rnet_netlink::parse_mac(&st.mac)) {
+                    (true, Ok(mac)) => spoof_elements(&st.host_veth, mac, &comment),
+                    _ => Vec::new(),
+                }
+            } else {
+                let masq = if st.masq { st.ips.as_slice() } else { &[] };
+                inet_elements(&st.bridge, st.isolated, masq, &comment)
+            };
+            for (set, els) in &adds {
+                b.add_elements(TABLE, set, els);
+            }
+        }
+    }
+    b
+}
+
+/// An exclusive `flock` on `<stateDir>/nft.lock`, held while the guard lives.
+fn lock(state_dir: &Path) -> Result<std::fs::File, CniError> {
+    let _ = std::fs::create_dir_all(state_dir);
+    let p = state_dir.join("nft.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .map_err(|e| CniError::io(format!("cannot open lock file {}: {e}", p.display())))?;
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| CniError::io(format!("cannot lock {}: {e}", p.display())))?;
+    Ok(f)
+}
+
+/// Installs the attachment's elements (and the shared ones it needs): one
+/// batch per table family.
+pub fn install(att: &FwAttachment<'_>, state_dir: &Path) -> Result<Installed, CniError> {
+    let comment = comment_for(att.tag);
+    let mut nft = Nft::new().map_err(nft_err("opening an nf_tables netlink socket"))?;
+    if let Some(mac) = att.spoof_mac {
+        let b = batch_of(
+            Family::Bridge,
+            &spoof_elements(att.host_veth, mac, &comment),
+        );
+        commit_or_bootstrap(&mut nft, &b, state_dir)?;
+    }
+    {
+        let b = batch_of(
+            Family::Inet,
+            &inet_elements(att.bridge, att.isolation, att.masq, &comment),
+        );
+        if let Err(e) = commit_or_bootstrap(&mut nft, &b, state_dir) {
+            if let Some(mac) = att.spoof_mac {
+                let mut undo = Batch::new(Family::Bridge);
+                for (set, els) in spoof_elements(att.host_veth, mac, &comment) {
+                    undo.delete_elements_lenient(TABLE, set, &els);
+                }
+                let _ = nft.commit(&undo);
+            }
+            return Err(e);
+        }
+    }
     Ok(Installed {
         tag: att.tag.to_owned(),
         masq: att.masq.to_vec(),
@@ -70,20 +366,262 @@ pub fn install(att: &FwAttachment<'_>) -> Result<Installed, CniError> {
     })
 }
 
+/// Deletes with a lenient batch; a missing table means nothing to delete.
+fn commit_delete(nft: &mut Nft, b: &Batch) -> Result<(), CniError> {
+    match nft.commit(b) {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) => Err(nft_err(format!(
+            "deleting elements from table {} {TABLE}",
+            b.family()
+        ))(e)),
+    }
+}
+
+/// Elements of `family set` whose comment is one of `comments`.
+fn find_by_comment(
+    nft: &mut Nft,
+    family: Family,
+    set: &str,
+    keep: &dyn Fn(&str) -> bool,
+) -> Result<Vec<Element>, CniError> {
+    match nft.list_elements(family, TABLE, set) {
+        Ok(els) => Ok(els
+            .into_iter()
+            .filter(|e| e.comment.as_deref().is_some_and(keep))
+            .map(|e| Element::new(e.key))
+            .collect()),
+        Err(e) if e.is_not_found() => Ok(Vec::new()),
+        Err(e) => Err(nft_err(format!("listing {family} {TABLE} {set}"))(e)),
+    }
+}
+
 /// Removes an attachment's elements; missing ones are fine.
 pub fn remove(inst: &Installed) -> Result<(), CniError> {
-    let _ = inst;
-    Ok(())
+    let comment = comment_for(&inst.tag);
+    let mut nft = Nft::new().map_err(nft_err("opening an nf_tables netlink socket"))?;
+    let mut b = Batch::new(Family::Inet);
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    for ip in &inst.masq {
+        let (is4, e) = addr_element(ip, &comment);
+        if is4 { v4.push(e) } else { v6.push(e) }
+    }
+    if inst.scan {
+        let is_ours = |c: &str| c == comment;
+        v4.extend(find_by_comment(
+            &mut nft,
+            Family::Inet,
+            sets::MASQ4,
+            &is_ours,
+        )?);
+        v6.extend(find_by_comment(
+            &mut nft,
+            Family::Inet,
+            sets::MASQ6,
+            &is_ours,
+        )?);
+    }
+    if !v4.is_empty() {
+        b.delete_elements_lenient(TABLE, sets::MASQ4, &v4);
+    }
+    if !v6.is_empty() {
+        b.delete_elements_lenient(TABLE, sets::MASQ6, &v6);
+    }
+    let mut errs = Vec::new();
+    if !b.is_empty() {
+        if let Err(e) = commit_delete(&mut nft, &b) {
+            errs.push(e);
+        }
+    }
+    if let Some(veth) = &inst.spoof_veth {
+        let mut b = Batch::new(Family::Bridge);
+        b.delete_elements_lenient(
+            TABLE,
+            sets::SPOOF_PORTS,
+            &[Element::new(vec![ifname(veth)])],
+        );
+        // The MAC is not needed to find the pair: list by comment (the set
+        // holds one element per checked container).
+        let is_ours = |c: &str| c == comment;
+        let ok = find_by_comment(&mut nft, Family::Bridge, sets::SPOOF_OK, &is_ours)?;
+        if !ok.is_empty() {
+            b.delete_elements_lenient(TABLE, sets::SPOOF_OK, &ok);
+        }
+        if let Err(e) = commit_delete(&mut nft, &b) {
+            errs.push(e);
+        }
+    }
+    match errs.into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
-/// What of `att` is missing from the kernel (for CHECK).
+fn exists(nft: &mut Nft, family: Family, set: &str, e: &Element) -> Result<bool, CniError> {
+    match nft.element_exists(family, TABLE, set, e) {
+        Ok(b) => Ok(b),
+        Err(err) if err.is_not_found() => Ok(false),
+        Err(err) => Err(nft_err(format!(
+            "looking up an element of {family} {TABLE} {set}"
+        ))(err)),
+    }
+}
+
+/// What of `att` is missing from the kernel (for CHECK), one line each.
 pub fn missing(att: &FwAttachment<'_>) -> Result<Vec<String>, CniError> {
-    let _ = att;
-    Ok(Vec::new())
+    let comment = comment_for(att.tag);
+    let mut nft = Nft::new().map_err(nft_err("opening an nf_tables netlink socket"))?;
+    let mut out = Vec::new();
+    for (set, els) in inet_elements(att.bridge, att.isolation, att.masq, &comment) {
+        for e in els {
+            if !exists(&mut nft, Family::Inet, set, &e)? {
+                out.push(format!(
+                    "nft element {{ {} }} missing in inet {TABLE} {set}",
+                    e.key_text()
+                ));
+            }
+        }
+    }
+    if let Some(mac) = att.spoof_mac {
+        for (set, els) in spoof_elements(att.host_veth, mac, &comment) {
+            for e in els {
+                if !exists(&mut nft, Family::Bridge, set, &e)? {
+                    out.push(format!(
+                        "nft element {{ {} }} missing in bridge {TABLE} {set}",
+                        e.key_text()
+                    ));
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
-/// Removes every element of `network` whose tag is not in `valid`.
-pub fn gc(network: &str, valid: &std::collections::HashSet<String>) -> Result<(), CniError> {
-    let _ = (network, valid);
-    Ok(())
+/// GC: removes every element of `network` whose tag is not in `valid`, and
+/// the shared elements of bridges that no longer exist.
+pub fn gc(
+    network: &str,
+    valid: &HashSet<String>,
+    bridge_exists: &mut dyn FnMut(&str) -> bool,
+) -> Result<(), CniError> {
+    let mut nft = Nft::new().map_err(nft_err("opening an nf_tables netlink socket"))?;
+    let stale = |c: &str| parse_tag(c).is_some_and(|(n, _, _)| n == network) && !valid.contains(c);
+    let mut errs = Vec::new();
+    let mut b = Batch::new(Family::Inet);
+    for set in [sets::MASQ4, sets::MASQ6] {
+        let els = find_by_comment(&mut nft, Family::Inet, set, &stale)?;
+        if !els.is_empty() {
+            b.delete_elements_lenient(TABLE, set, &els);
+        }
+    }
+    match nft.list_elements(Family::Inet, TABLE, sets::BRIDGES) {
+        Ok(brs) => {
+            for e in brs {
+                let Some(KeyPart::IfName(name)) = e.key.first() else {
+                    continue;
+                };
+                if bridge_exists(name) {
+                    continue;
+                }
+                let one = Element::new(vec![ifname(name)]);
+                b.delete_elements_lenient(TABLE, sets::BRIDGES, std::slice::from_ref(&one));
+                b.delete_elements_lenient(TABLE, sets::ISOLATED, std::slice::from_ref(&one));
+                b.delete_elements_lenient(
+                    TABLE,
+                    sets::BRIDGE_SELF,
+                    &[Element::new(vec![ifname(name), ifname(name)])],
+                );
+            }
+        }
+        Err(e) if e.is_not_found() => {}
+        Err(e) => errs.push(nft_err("listing inet rnet bridges")(e)),
+    }
+    if !b.is_empty() {
+        if let Err(e) = commit_delete(&mut nft, &b) {
+            errs.push(e);
+        }
+    }
+    let mut b = Batch::new(Family::Bridge);
+    for set in [sets::SPOOF_PORTS, sets::SPOOF_OK] {
+        let els = find_by_comment(&mut nft, Family::Bridge, set, &stale)?;
+        if !els.is_empty() {
+            b.delete_elements_lenient(TABLE, set, &els);
+        }
+    }
+    if !b.is_empty() {
+        if let Err(e) = commit_delete(&mut nft, &b) {
+            errs.push(e);
+        }
+    }
+    match errs.into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn golden_tables() {
+        let text = Ruleset::new()
+            .table(inet_table())
+            .table(bridge_table())
+            .render()
+            .unwrap();
+        for line in [
+            "ip saddr @masq4 oifname != @bridges ip daddr != 224.0.0.0/4 masquerade",
+            "ip6 saddr @masq6 oifname != @bridges ip6 daddr != ff00::/8 masquerade",
+            "iifname @isolated oifname @bridges iifname . oifname != @bridge_self drop",
+            "iifname @bridges oifname @isolated iifname . oifname != @bridge_self drop",
+            "iifname @spoofchk_ports iifname . ether saddr != @spoofchk_ok drop",
+            "type ifname . ether_addr",
+            "type nat hook postrouting priority srcnat; policy accept;",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn batches_render_as_nft_text() {
+        let masq: Vec<IpNet> = vec![
+            "10.1.0.2/24".parse().unwrap(),
+            "fd00::2/64".parse().unwrap(),
+        ];
+        let b = batch_of(
+            Family::Inet,
+            &inet_elements("cni0", true, &masq, "n/c/eth0"),
+        );
+        let t = b.render();
+        assert!(
+            t.contains("add element inet rnet bridges { \"cni0\" }"),
+            "{t}"
+        );
+        assert!(
+            t.contains("add element inet rnet bridge_self { \"cni0\" . \"cni0\" }"),
+            "{t}"
+        );
+        assert!(
+            t.contains("add element inet rnet isolated { \"cni0\" }"),
+            "{t}"
+        );
+        assert!(t.contains("masq4 { 10.1.0.2 comment \"n/c/eth0\" }"), "{t}");
+        assert!(t.contains("masq6 { fd00::2 comment \"n/c/eth0\" }"), "{t}");
+        let b = batch_of(
+            Family::Bridge,
+            &spoof_elements("vethx", [2, 0, 0, 0, 0, 1], "t"),
+        );
+        b.validate().unwrap();
+    }
+
+    #[test]
+    fn long_tags_are_hashed() {
+        let long = format!("n/{}/eth0", "a".repeat(200));
+        let c = comment_for(&long);
+        assert!(c.starts_with('#') && c.len() == 17);
+        assert_eq!(comment_for("n/c/eth0"), "n/c/eth0");
+    }
 }

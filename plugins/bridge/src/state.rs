@@ -75,6 +75,9 @@ pub struct AttachmentState {
     /// Spoof-check element installed.
     #[serde(default)]
     pub spoofchk: bool,
+    /// The bridge is isolated (`isolation`).
+    #[serde(default)]
+    pub isolated: bool,
 }
 
 impl AttachmentState {
