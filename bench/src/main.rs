@@ -26,8 +26,8 @@ struct Opts {
     /// Directory of rnet's plugin binaries (default: beside this executable).
     #[arg(long)]
     rnet_dir: Option<PathBuf>,
-    /// Scenarios to run (comma-separated): exec.
-    #[arg(long, default_value = "exec")]
+    /// Scenarios to run (comma-separated): exec, ipam.
+    #[arg(long, default_value = "exec,ipam")]
     only: String,
 }
 
@@ -60,71 +60,200 @@ fn ms(d: Duration) -> String {
     format!("{:.3}", d.as_secs_f64() * 1000.0)
 }
 
-fn run_version(bin: &Path) -> Result<Duration> {
+/// Runs one plugin call and returns its wall time; fails if the plugin fails.
+fn run_cni(bin: &Path, env: &[(&str, &str)], stdin: &[u8]) -> Result<Duration> {
     let t = Instant::now();
-    let mut child = Command::new(bin)
-        .env_clear()
-        .env("CNI_COMMAND", "VERSION")
+    let mut cmd = Command::new(bin);
+    cmd.env_clear()
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
         .spawn()
         .with_context(|| format!("spawn {}", bin.display()))?;
     if let Some(mut i) = child.stdin.take() {
-        let _ = i.write_all(br#"{"cniVersion":"1.0.0"}"#);
+        let _ = i.write_all(stdin);
     }
     let out = child.wait_with_output()?;
     let d = t.elapsed();
-    if !out.status.success() || !out.stdout.starts_with(b"{") {
-        bail!("{} VERSION failed: {:?}", bin.display(), out);
+    if !out.status.success() {
+        bail!(
+            "{} {:?} failed: {}{}",
+            bin.display(),
+            env.first(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(d)
+}
+
+fn require(bins: &[&Path]) -> Result<()> {
+    for b in bins {
+        if !b.exists() {
+            bail!(
+                "{} not found (cargo build --release; install containernetworking-plugins)",
+                b.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Prints a table of series and the ratio of the first to the second median.
+fn report(title: &str, rows: &[(&str, &Stats)]) {
+    println!("{title}\n");
+    println!("| implementation | n | median ms | p90 ms | p99 ms |");
+    println!("|---|---|---|---|---|");
+    for (name, s) in rows {
+        println!(
+            "| {name} | {} | {} | {} | {} |",
+            s.n,
+            ms(s.median),
+            ms(s.p90),
+            ms(s.p99)
+        );
+    }
+    println!();
+}
+
+fn ratio(a: &Stats, b: &Stats) -> f64 {
+    a.median.as_secs_f64() / b.median.as_secs_f64().max(1e-9)
+}
+
+fn goal_line(what: &str, r: f64, goal: f64, at_most: bool) {
+    let met = if at_most { r <= goal } else { r >= goal };
+    println!(
+        "{what}: **{r:.2}** (goal: {} {goal:.2}) {}\n",
+        if at_most { "at most" } else { "at least" },
+        if met { "MET" } else { "NOT MET" }
+    );
 }
 
 fn exec_floor(o: &Opts, rnet_dir: &Path) -> Result<()> {
     let ours = rnet_dir.join("rnet-none");
     let theirs = o.reference_dir.join("loopback");
-    for b in [&ours, &theirs] {
-        if !b.exists() {
-            bail!(
-                "{} not found (build with --release; install containernetworking-plugins)",
-                b.display()
-            );
-        }
-    }
-    // Warm the page cache.
+    require(&[&ours, &theirs])?;
+    let env = [("CNI_COMMAND", "VERSION")];
+    let stdin = br#"{"cniVersion":"1.0.0"}"#;
     for _ in 0..10 {
-        run_version(&ours)?;
-        run_version(&theirs)?;
+        run_cni(&ours, &env, stdin)?;
+        run_cni(&theirs, &env, stdin)?;
     }
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for _ in 0..o.iterations {
-        a.push(run_version(&ours)?);
-        b.push(run_version(&theirs)?);
+        a.push(run_cni(&ours, &env, stdin)?);
+        b.push(run_cni(&theirs, &env, stdin)?);
     }
     let (sa, sb) = (stats(a), stats(b));
-    println!("## 1. Exec floor: CNI_COMMAND=VERSION\n");
-    println!("| implementation | n | median ms | p90 ms | p99 ms |");
-    println!("|---|---|---|---|---|");
-    println!(
-        "| rnet-none | {} | {} | {} | {} |",
-        sa.n,
-        ms(sa.median),
-        ms(sa.p90),
-        ms(sa.p99)
+    report(
+        "## 1. Exec floor: CNI_COMMAND=VERSION",
+        &[("rnet-none", &sa), ("reference loopback", &sb)],
+    );
+    goal_line("ratio rnet/reference (median)", ratio(&sa, &sb), 0.5, true);
+    Ok(())
+}
+
+/// IPAM alone: ADD and DEL through the executables, rnet-ipam against the
+/// reference host-local, each with its own dataDir; then the same with 60,000
+/// leases held in a /16 (written directly in the shared host-local format).
+fn ipam(o: &Opts, rnet_dir: &Path) -> Result<()> {
+    let ours = rnet_dir.join("rnet-ipam");
+    let theirs = o.reference_dir.join("host-local");
+    require(&[&ours, &theirs])?;
+    let tmp = tempfile::tempdir()?;
+    let conf = |dir: &Path, subnet: &str| {
+        serde_json::json!({"cniVersion": "1.0.0", "name": "bench", "type": "bridge",
+            "ipam": {"type": "host-local", "subnet": subnet, "dataDir": dir}})
+        .to_string()
+    };
+    let call = |bin: &Path, cmd: &str, id: &str, stdin: &str| -> Result<Duration> {
+        let env = [
+            ("CNI_COMMAND", cmd),
+            ("CNI_CONTAINERID", id),
+            ("CNI_NETNS", "/proc/self/ns/net"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", "/nonexistent"),
+        ];
+        run_cni(bin, &env, stdin.as_bytes())
+    };
+    let series = |held: &str, subnet: &str, prefill: usize| -> Result<[Stats; 4]> {
+        let (da, db) = (
+            tmp.path().join(format!("ours-{held}")),
+            tmp.path().join(format!("ref-{held}")),
+        );
+        for d in [&da, &db] {
+            prefill_leases(&d.join("bench"), subnet, prefill)?;
+        }
+        let (ca, cb) = (conf(&da, subnet), conf(&db, subnet));
+        // Warm up (rnet indexes a foreign dataDir once, on first use).
+        for i in 0..5 {
+            let id = format!("warm{i}");
+            call(&ours, "ADD", &id, &ca)?;
+            call(&ours, "DEL", &id, &ca)?;
+            call(&theirs, "ADD", &id, &cb)?;
+            call(&theirs, "DEL", &id, &cb)?;
+        }
+        let mut v: [Vec<Duration>; 4] = Default::default();
+        for i in 0..o.iterations {
+            let id = format!("c{i}");
+            v[0].push(call(&ours, "ADD", &id, &ca)?);
+            v[1].push(call(&ours, "DEL", &id, &ca)?);
+            v[2].push(call(&theirs, "ADD", &id, &cb)?);
+            v[3].push(call(&theirs, "DEL", &id, &cb)?);
+        }
+        let [a, b, c, d] = v;
+        Ok([stats(a), stats(b), stats(c), stats(d)])
+    };
+    let [oa, od, ta, td] = series("1", "10.77.0.0/16", 1)?;
+    report(
+        "## 2a. IPAM: ADD and DEL through the executable (1 lease held)",
+        &[
+            ("rnet-ipam ADD", &oa),
+            ("rnet-ipam DEL", &od),
+            ("host-local ADD", &ta),
+            ("host-local DEL", &td),
+        ],
+    );
+    let pair = |a: &Stats, b: &Stats| a.median + b.median;
+    let r = pair(&oa, &od).as_secs_f64() / pair(&ta, &td).as_secs_f64().max(1e-9);
+    goal_line("ADD+DEL ratio rnet/host-local (medians)", r, 0.1, true);
+    let [ob, odb, tb, tdb] = series("60k", "10.78.0.0/16", 60_000)?;
+    report(
+        "## 2b. IPAM with 60,000 leases held in a /16",
+        &[
+            ("rnet-ipam ADD", &ob),
+            ("rnet-ipam DEL", &odb),
+            ("host-local ADD", &tb),
+            ("host-local DEL", &tdb),
+        ],
+    );
+    goal_line(
+        "rnet ADD at 60,000 held / at 1 held (medians)",
+        ratio(&ob, &oa),
+        1.2,
+        true,
     );
     println!(
-        "| reference loopback | {} | {} | {} | {} |",
-        sb.n,
-        ms(sb.median),
-        ms(sb.p90),
-        ms(sb.p99)
+        "(host-local: ADD at 60,000 / at 1 = {:.2}, DEL {:.2})\n",
+        ratio(&tb, &ta),
+        ratio(&tdb, &td)
     );
-    let ratio = sa.median.as_secs_f64() / sb.median.as_secs_f64().max(1e-9);
-    println!(
-        "\nratio rnet/reference (median): **{ratio:.2}** (goal: at most 0.50) {}\n",
-        if ratio <= 0.5 { "MET" } else { "NOT MET" }
-    );
+    Ok(())
+}
+
+/// Writes `n` leases, host-local format, starting at the subnet's .0.10.
+fn prefill_leases(dir: &Path, subnet: &str, n: usize) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let net: ipnet::Ipv4Net = subnet.parse()?;
+    let base = u32::from(net.network()) + 10;
+    for i in 0..n {
+        let ip = std::net::Ipv4Addr::from(base + i as u32);
+        std::fs::write(dir.join(ip.to_string()), format!("prefill{i}\r\neth0"))?;
+    }
     Ok(())
 }
 
@@ -149,7 +278,8 @@ fn main() -> Result<()> {
     for s in o.only.split(',') {
         match s.trim() {
             "exec" => exec_floor(&o, &rnet_dir)?,
-            other => bail!("unknown scenario {other:?}; known: exec"),
+            "ipam" => ipam(&o, &rnet_dir)?,
+            other => bail!("unknown scenario {other:?}; known: exec, ipam"),
         }
     }
     Ok(())
