@@ -219,6 +219,22 @@ fn rnet_veths(lab: &Lab, net: &str) -> Vec<String> {
         .collect()
 }
 
+/// DEL leaves the kernel's unlinking of the (already down) veth to a detached
+/// child; wait for it (bounded).
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn no_veths(lab: &Lab, net: &str) {
+    wait_until(&format!("the veths of {net} to go"), || {
+        rnet_veths(lab, net).is_empty()
+    });
+}
+
 fn nft_ruleset(lab: &Lab) -> String {
     let out = lab
         .host()
@@ -270,7 +286,7 @@ fn result_shape_per_version() {
         }
         net.del(&ctr, None);
     }
-    assert!(rnet_veths(&lab, "shapes").is_empty());
+    no_veths(&lab, "shapes");
     assert!(lease_files(&lab, "shapes").is_empty());
 }
 
@@ -386,8 +402,9 @@ fn kernel_state_traffic_check_and_del() {
 
     // DEL: veth, lease and state gone; idempotent; without netns; without prevResult.
     net.del(&c1, Some(&r1));
-    assert!(link(&mut nl, hv_name).is_none());
-    assert!(link(&mut cnl, "eth0").is_none(), "the pair is gone");
+    assert!(link(&mut nl, hv_name).is_none_or(|l| !l.up), "down at once");
+    wait_until("the host veth to go", || link(&mut nl, hv_name).is_none());
+    wait_until("the pair to go", || link(&mut cnl, "eth0").is_none());
     assert_eq!(lease_files(&lab, "kern"), vec![a2.to_string()]);
     net.del(&c1, Some(&r1));
     let out = net.call(
@@ -400,7 +417,7 @@ fn kernel_state_traffic_check_and_del() {
     out.ok().unwrap();
     let out = net.call("DEL", "kern2", None, "eth0", &net.conf);
     out.ok().unwrap();
-    assert!(rnet_veths(&lab, "kern").is_empty());
+    no_veths(&lab, "kern");
     assert!(lease_files(&lab, "kern").is_empty());
     assert_eq!(state_files(&lab, "kern"), 0);
     assert!(
@@ -422,7 +439,7 @@ fn del_with_namespace_gone() {
     drop(ctr);
     let out = net.call("DEL", "gone1", Some(&path), "eth0", &net.with_prev(&r));
     out.ok().unwrap();
-    assert!(rnet_veths(&lab, "gone").is_empty());
+    no_veths(&lab, "gone");
     assert!(lease_files(&lab, "gone").is_empty());
 }
 
@@ -822,7 +839,7 @@ fn gc_and_status() {
         .cni_path([rnet_bin_dir()])
         .stdin(gc.to_string()));
     out.ok().unwrap();
-    assert_eq!(rnet_veths(&lab, "gc").len(), 1);
+    wait_until("GC's veth deletions", || rnet_veths(&lab, "gc").len() == 1);
     assert_eq!(
         lease_files(&lab, "gc"),
         vec![ip_of(&results[0], true).to_string()]
@@ -890,7 +907,7 @@ fn fifty_parallel_adds() {
             s.spawn(move || net.del(c, Some(r)));
         }
     });
-    assert!(rnet_veths(&lab, "par").is_empty());
+    no_veths(&lab, "par");
     assert!(lease_files(&lab, "par").is_empty());
     assert_eq!(state_files(&lab, "par"), 0);
     assert!(
@@ -1295,10 +1312,8 @@ fn differential(version: &str, subnets: &[&str], extra: Value) {
     assert_eq!(lease_files(&lab_r, "diff"), lease_files(&lab_x, "diff"));
     let mut cnl = ctr_r.netlink().unwrap();
     let mut xnl = ctr_x.netlink().unwrap();
-    assert_eq!(
-        link(&mut cnl, "eth0").is_none(),
-        link(&mut xnl, "eth0").is_none()
-    );
+    assert!(link(&mut xnl, "eth0").is_none());
+    wait_until("eth0 to go", || link(&mut cnl, "eth0").is_none());
 }
 
 #[test]
@@ -1324,5 +1339,177 @@ fn differential_vs_reference_bridge() {
         "1.0.0",
         &["10.50.0.0/24"],
         json!({"isGateway": false, "promiscMode": true}),
+    );
+}
+
+// ---------------------------------------------------------------- measurement
+
+/// Runs one plugin call from a thread inside the lab host and returns its
+/// wall time (spawn to exit; `output()` blocks in wait, no polling).
+fn timed(
+    lab: &Lab,
+    plugin: &Path,
+    cmd: &str,
+    ctr: &Container,
+    ifname: &str,
+    stdin: &str,
+) -> Duration {
+    let mut c = std::process::Command::new(plugin);
+    c.env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("CNI_COMMAND", cmd)
+        .env("CNI_CONTAINERID", ctr.name())
+        .env("CNI_NETNS", ctr.netns_path())
+        .env("CNI_IFNAME", ifname)
+        .env(
+            "CNI_PATH",
+            format!("/usr/lib/cni:{}", rnet_bin_dir().display()),
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let stdin = stdin.to_owned();
+    lab.host()
+        .run(move || {
+            use std::io::Write;
+            let t0 = Instant::now();
+            let mut child = c.spawn().unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(stdin.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            let dt = t0.elapsed();
+            assert!(
+                out.status.success(),
+                "{cmd} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            dt
+        })
+        .unwrap()
+}
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Median ADD and DEL of rnet-bridge vs the reference bridge (both with the
+/// reference host-local, and rnet-bridge also with rnet-ipam), interleaved in
+/// one lab; then the 1st vs the 500th ADD on one bridge. Prints numbers; run
+/// with a release build:
+/// `cargo build --release --bins && RNET_BIN_DIR=target/release cargo test --test lab bridge::measure -- --ignored --nocapture`
+#[test]
+#[ignore = "measurement; run explicitly with a release build"]
+fn measure_add_del() {
+    let lab = lab();
+    let iters = 50;
+    let ctrs: Vec<Container> = (0..iters)
+        .map(|i| lab.add_container(&format!("m{i}")).unwrap())
+        .collect();
+    for masq in [false, true] {
+        let mk = |name: &str, bridge: &str, subnet: &str, ipam: &str| {
+            let mut c = conf(&lab, name, bridge, &[subnet], json!({"ipMasq": masq}));
+            c["ipam"]["type"] = json!(ipam);
+            c.to_string()
+        };
+        let variants = [
+            (
+                "rnet-bridge + host-local",
+                rnet("rnet-bridge"),
+                mk("mr", "br-mr", "10.60.0.0/16", "host-local"),
+            ),
+            (
+                "rnet-bridge + rnet-ipam ",
+                rnet("rnet-bridge"),
+                mk("mi", "br-mi", "10.61.0.0/16", "rnet-ipam"),
+            ),
+            (
+                "bridge + host-local (ref)",
+                reference("bridge"),
+                mk("mx", "br-mx", "10.62.0.0/16", "host-local"),
+            ),
+        ];
+        let mut adds = vec![Vec::new(); variants.len()];
+        let mut dels = vec![Vec::new(); variants.len()];
+        for ctr in &ctrs {
+            for (i, (_, p, c)) in variants.iter().enumerate() {
+                adds[i].push(timed(&lab, p, "ADD", ctr, &format!("eth{i}"), c));
+            }
+            for (i, (_, p, c)) in variants.iter().enumerate() {
+                dels[i].push(timed(&lab, p, "DEL", ctr, &format!("eth{i}"), c));
+            }
+        }
+        println!("ipMasq={masq}: median of {iters}, interleaved");
+        for (i, (name, _, _)) in variants.iter().enumerate() {
+            println!(
+                "  {name}: ADD {:>8.2?}  DEL {:>8.2?}",
+                median(&mut adds[i]),
+                median(&mut dels[i])
+            );
+        }
+    }
+    // Scale: 500 ADDs on one bridge (many containers share a few namespaces:
+    // one interface per ADD, eth0..ethN).
+    let c = conf(
+        &lab,
+        "scale",
+        "br-scale",
+        &["10.63.0.0/16"],
+        json!({"ipMasq": true}),
+    );
+    let mut c = c;
+    c["ipam"]["type"] = json!("rnet-ipam");
+    let stdin = c.to_string();
+    let p = rnet("rnet-bridge");
+    let mut times = Vec::new();
+    for i in 0..500 {
+        let ctr = &ctrs[i % ctrs.len()];
+        let ifname = format!("s{}", i / ctrs.len());
+        let mut cmd = std::process::Command::new(&p);
+        cmd.env_clear()
+            .env("CNI_COMMAND", "ADD")
+            .env("CNI_CONTAINERID", format!("s{i}"))
+            .env("CNI_NETNS", ctr.netns_path())
+            .env("CNI_IFNAME", &ifname)
+            .env("CNI_PATH", rnet_bin_dir())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let input = stdin.clone();
+        let dt = lab
+            .host()
+            .run(move || {
+                use std::io::Write;
+                let t0 = Instant::now();
+                let mut child = cmd.spawn().unwrap();
+                child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(input.as_bytes())
+                    .unwrap();
+                let out = child.wait_with_output().unwrap();
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stdout)
+                );
+                t0.elapsed()
+            })
+            .unwrap();
+        times.push(dt);
+    }
+    let avg = |s: &[Duration]| s.iter().sum::<Duration>() / s.len() as u32;
+    println!(
+        "scale (rnet-bridge + rnet-ipam, ipMasq): ADD 1-10 avg {:.2?}, 491-500 avg {:.2?}, 1st {:.2?}, 500th {:.2?}",
+        avg(&times[..10]),
+        avg(&times[490..]),
+        times[1],
+        times[499]
     );
 }

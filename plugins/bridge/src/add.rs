@@ -337,6 +337,24 @@ fn create_veth(
         match nl.create_veth(spec) {
             Ok(i) => return Ok(i),
             Err(e) if e.is_exists() => {
+                // Our own leftover (a crashed ADD, or a DEL whose detached
+                // deletion has not finished): delete it now and retry once.
+                let host = nl
+                    .link_by_name(spec.name)
+                    .map_err(nl_err(format!("looking up {}", spec.name)))?;
+                if let Some(l) = &host {
+                    if l.alias.as_deref() == Some(tag) && !retried {
+                        match nl.link_del(l.index) {
+                            Ok(()) => {}
+                            Err(e) if e.is_not_found() => {}
+                            Err(e) => {
+                                return Err(nl_err(format!("deleting leftover {}", spec.name))(e));
+                            }
+                        }
+                        retried = true;
+                        continue;
+                    }
+                }
                 let mut cnl = Netlink::in_netns(ns)
                     .map_err(nl_err("opening netlink in the container namespace"))?;
                 if cnl
@@ -352,15 +370,7 @@ fn create_veth(
                         ),
                     ));
                 }
-                match nl
-                    .link_by_name(spec.name)
-                    .map_err(nl_err(format!("looking up {}", spec.name)))?
-                {
-                    Some(l) if l.alias.as_deref() == Some(tag) && !retried => {
-                        // Our own leftover (a crashed ADD): replace it.
-                        let _ = nl.link_del(l.index);
-                        retried = true;
-                    }
+                match host {
                     Some(l) => {
                         return Err(CniError::new(
                             code::NETLINK,
