@@ -14,7 +14,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rnet_netns::NetNs;
-use rnet_nft::{Batch, Chain, Element, Family, KeyPart, Map, Nft, Ruleset, Table, find_nft};
+use rnet_nft::{
+    Batch, Chain, Element, Family, KeyPart, Map, Nft, Ruleset, Table, ensure_ruleset, find_nft,
+};
 
 fn elem(i: u32) -> Element {
     let port = (i % 60000) as u16 + 1024;
@@ -86,59 +88,137 @@ fn run(iters: usize, preload: u32) -> Result<(), Box<dyn std::error::Error>> {
     }
     stats("netlink commit (add 1 + delete 1, one batch)", times);
 
-    // The whole hot path of a plugin: open socket, check table + set, commit.
+    // Same with a lenient delete (DESTROYSETELEM).
     let mut times = Vec::with_capacity(iters);
-    let mut k = iters as u32;
-    let full = ns.run(|| -> Result<Vec<Duration>, rnet_nft::NftError> {
+    let start = base + iters as u32;
+    for k in start + 1..=start + iters as u32 {
+        let mut b = Batch::new(Family::Inet);
+        b.add_elements("rnet", "hostports4", &[elem(k)])
+            .delete_elements_lenient("rnet", "hostports4", &[elem(k - 1)]);
+        let t = Instant::now();
+        nft.commit(&b)?;
+        times.push(t.elapsed());
+    }
+    stats(
+        "netlink commit (add 1 + lenient delete 1, one batch)",
+        times,
+    );
+
+    // The whole hot path of a plugin process: open a socket, ensure_ruleset
+    // (GETs only, as the table is complete), commit, close. Closing a
+    // NETLINK_NETFILTER socket waits for the kernel's deferred destruction of
+    // committed transactions (nft_rcv_nl_event -> flush of
+    // nf_tables_trans_destroy_work, which does synchronize_rcu) whenever that
+    // list is non-empty, i.e. after a batch that *deleted* something. Plain
+    // additions are freed at once, so an ADD does not pay it.
+    let rs = ruleset();
+    let mut k = base + 2 * iters as u32 + 10;
+    for (label, with_delete) in [
+        (
+            "netlink: socket + ensure_ruleset + commit(add 1) + close",
+            false,
+        ),
+        (
+            "netlink: socket + ensure_ruleset + commit(add 1, del 1) + close",
+            true,
+        ),
+    ] {
+        let full = ns.run(|| -> Result<Vec<Duration>, rnet_nft::NftError> {
+            let mut times = Vec::with_capacity(iters);
+            for _ in 0..iters {
+                k += 1;
+                let t = Instant::now();
+                let mut n = Nft::new()?;
+                let ensured = ensure_ruleset(&mut n, &rs)?;
+                assert!(!ensured.applied);
+                let mut b = Batch::new(Family::Inet);
+                b.add_elements("rnet", "hostports4", &[elem(k)]);
+                if with_delete {
+                    b.delete_elements_lenient("rnet", "hostports4", &[elem(k - 1)]);
+                }
+                n.commit(&b)?;
+                drop(n);
+                times.push(t.elapsed());
+            }
+            Ok(times)
+        })??;
+        stats(label, full);
+    }
+
+    let mut times = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        let t = Instant::now();
+        nft.table_comment(Family::Inet, "rnet")?;
+        times.push(t.elapsed());
+    }
+    stats("netlink: table_comment (one GETTABLE)", times);
+    let mut times = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        let t = Instant::now();
+        nft.set_exists(Family::Inet, "rnet", "hostports4")?;
+        times.push(t.elapsed());
+    }
+    stats("netlink: set_exists (one GETSET)", times);
+    let mut times = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        let t = Instant::now();
+        nft.chain_exists(Family::Inet, "rnet", "prerouting")?;
+        times.push(t.elapsed());
+    }
+    stats("netlink: chain_exists (one GETCHAIN)", times);
+
+    // Socket open + close alone.
+    let sock = ns.run(|| -> Result<Vec<Duration>, rnet_nft::NftError> {
+        let mut times = Vec::with_capacity(iters);
         for _ in 0..iters {
-            k += 1;
             let t = Instant::now();
-            let mut n = Nft::new()?;
-            let ok = n.table_exists(Family::Inet, "rnet")?
-                && n.set_exists(Family::Inet, "rnet", "hostports4")?;
-            assert!(ok);
-            let mut b = Batch::new(Family::Inet);
-            b.add_elements("rnet", "hostports4", &[elem(base + k + 1)])
-                .delete_elements_lenient("rnet", "hostports4", &[elem(base + k)]);
-            n.commit(&b)?;
+            drop(Nft::new()?);
             times.push(t.elapsed());
         }
         Ok(times)
     })??;
-    stats(
-        "netlink: new socket + table/set exists + commit (lenient)",
-        full,
-    );
+    stats("netlink: socket open + close only", sock);
 
     // nft exec: the same batch as text, one `nft -f -` per batch, spawned
     // from a thread inside the namespace.
     let bin = find_nft()?;
     let n_exec = iters.min(50);
+    type Timings = (Vec<Duration>, Vec<Duration>);
+    type BoxErr = Box<dyn std::error::Error + Send + Sync>;
     let exec = ns
-        .run(
-            || -> Result<Vec<Duration>, Box<dyn std::error::Error + Send + Sync>> {
-                let mut times = Vec::with_capacity(n_exec);
-                let mut k = 2_000_000u32;
-                let first = format!(
-                    "add element inet rnet hostports4 {{ {} }}\n",
-                    elem(k).to_nft_text()
-                );
-                nft_f(&bin, &first)?;
-                for _ in 0..n_exec {
-                    k += 1;
-                    let mut b = Batch::new(Family::Inet);
-                    b.add_elements("rnet", "hostports4", &[elem(k)])
-                        .delete_elements("rnet", "hostports4", &[elem(k - 1)]);
-                    let text = b.render();
-                    let t = Instant::now();
-                    nft_f(&bin, &text)?;
-                    times.push(t.elapsed());
-                }
-                Ok(times)
-            },
-        )?
+        .run(|| -> Result<Timings, BoxErr> {
+            let mut both = Vec::with_capacity(n_exec);
+            let mut adds = Vec::with_capacity(n_exec);
+            let mut k = 2_000_000u32;
+            let first = format!(
+                "add element inet rnet hostports4 {{ {} }}\n",
+                elem(k).to_nft_text()
+            );
+            nft_f(&bin, &first)?;
+            for _ in 0..n_exec {
+                k += 1;
+                let mut b = Batch::new(Family::Inet);
+                b.add_elements("rnet", "hostports4", &[elem(k)])
+                    .delete_elements("rnet", "hostports4", &[elem(k - 1)]);
+                let text = b.render();
+                let t = Instant::now();
+                nft_f(&bin, &text)?;
+                both.push(t.elapsed());
+            }
+            for _ in 0..n_exec {
+                k += 1;
+                let mut b = Batch::new(Family::Inet);
+                b.add_elements("rnet", "hostports4", &[elem(k)]);
+                let text = b.render();
+                let t = Instant::now();
+                nft_f(&bin, &text)?;
+                adds.push(t.elapsed());
+            }
+            Ok((both, adds))
+        })?
         .map_err(|e| e.to_string())?;
-    stats("nft -f - exec (add 1 + delete 1, one transaction)", exec);
+    stats("nft -f - exec (add 1 + delete 1, one transaction)", exec.0);
+    stats("nft -f - exec (add 1)", exec.1);
 
     let t = Instant::now();
     let listed = nft.list_elements(Family::Inet, "rnet", "hostports4")?;

@@ -89,6 +89,9 @@ impl Batch {
     }
 
     /// Delete elements; `ENOENT` if one is missing.
+    ///
+    /// Note the deferred cost of deletions at socket close (crate docs,
+    /// "Measured cost"): commit deletions early in a DEL.
     pub fn delete_elements(&mut self, table: &str, set: &str, elements: &[Element]) -> &mut Self {
         self.push(OpKind::Delete, table, set, elements)
     }
