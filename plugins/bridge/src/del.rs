@@ -149,6 +149,20 @@ pub fn del(args: &CmdArgs) -> Result<(), CniError> {
             .as_deref()
             .map(|t| s.spawn(move || delegate(Command::Del, args, t)));
         let mut errs = Vec::new();
+        // nft deletions first; the socket stays open until the end (its
+        // close waits for a grace period that passes meanwhile).
+        let mut _nft = None;
+        if !inst.is_empty() {
+            match fw::open() {
+                Ok(mut nft) => {
+                    if let Err(e) = fw::remove_with(&mut nft, &inst) {
+                        errs.push(e);
+                    }
+                    _nft = Some(nft);
+                }
+                Err(e) => errs.push(e),
+            }
+        }
         match Netlink::new() {
             Ok(mut nl) => {
                 if let Err(e) = delete_veth(&mut nl, &host_name, &tag) {
@@ -156,11 +170,6 @@ pub fn del(args: &CmdArgs) -> Result<(), CniError> {
                 }
             }
             Err(e) => errs.push(netlink_error(e)),
-        }
-        if !inst.is_empty() {
-            if let Err(e) = fw::remove(&inst) {
-                errs.push(e);
-            }
         }
         if let Some(h) = ipam {
             match h.join() {

@@ -398,8 +398,21 @@ fn find_by_comment(
 
 /// Removes an attachment's elements; missing ones are fine.
 pub fn remove(inst: &Installed) -> Result<(), CniError> {
+    let mut nft = open()?;
+    remove_with(&mut nft, inst)
+}
+
+/// An nf_tables socket in the calling thread's namespace.
+pub fn open() -> Result<Nft, CniError> {
+    Nft::new().map_err(nft_err("opening an nf_tables netlink socket"))
+}
+
+/// [`remove`] on a caller's socket. Closing a socket after deletions waits
+/// for an RCU grace period (see `rnet-nft`'s measured costs), so DEL deletes
+/// first and closes the socket last: the grace period passes while it does
+/// its other work.
+pub fn remove_with(nft: &mut Nft, inst: &Installed) -> Result<(), CniError> {
     let comment = comment_for(&inst.tag);
-    let mut nft = Nft::new().map_err(nft_err("opening an nf_tables netlink socket"))?;
     let mut b = Batch::new(Family::Inet);
     let mut v4 = Vec::new();
     let mut v6 = Vec::new();
@@ -409,18 +422,8 @@ pub fn remove(inst: &Installed) -> Result<(), CniError> {
     }
     if inst.scan {
         let is_ours = |c: &str| c == comment;
-        v4.extend(find_by_comment(
-            &mut nft,
-            Family::Inet,
-            sets::MASQ4,
-            &is_ours,
-        )?);
-        v6.extend(find_by_comment(
-            &mut nft,
-            Family::Inet,
-            sets::MASQ6,
-            &is_ours,
-        )?);
+        v4.extend(find_by_comment(nft, Family::Inet, sets::MASQ4, &is_ours)?);
+        v6.extend(find_by_comment(nft, Family::Inet, sets::MASQ6, &is_ours)?);
     }
     if !v4.is_empty() {
         b.delete_elements_lenient(TABLE, sets::MASQ4, &v4);
@@ -430,7 +433,7 @@ pub fn remove(inst: &Installed) -> Result<(), CniError> {
     }
     let mut errs = Vec::new();
     if !b.is_empty() {
-        if let Err(e) = commit_delete(&mut nft, &b) {
+        if let Err(e) = commit_delete(nft, &b) {
             errs.push(e);
         }
     }
@@ -444,11 +447,11 @@ pub fn remove(inst: &Installed) -> Result<(), CniError> {
         // The MAC is not needed to find the pair: list by comment (the set
         // holds one element per checked container).
         let is_ours = |c: &str| c == comment;
-        let ok = find_by_comment(&mut nft, Family::Bridge, sets::SPOOF_OK, &is_ours)?;
+        let ok = find_by_comment(nft, Family::Bridge, sets::SPOOF_OK, &is_ours)?;
         if !ok.is_empty() {
             b.delete_elements_lenient(TABLE, sets::SPOOF_OK, &ok);
         }
-        if let Err(e) = commit_delete(&mut nft, &b) {
+        if let Err(e) = commit_delete(nft, &b) {
             errs.push(e);
         }
     }
