@@ -1,37 +1,199 @@
 //! `rnet`: Docker-style networks and lab containers on rnet's CNI plugins.
 //!
-//! This is the beginning of the CLI: `rnet demo` (the README's main job) and
-//! `rnet plugins` (where the plugins are and what they answer to VERSION).
+//! Every network is an ordinary CNI conflist in the config directory
+//! (`--config-dir`, `RNET_CONFIG_DIR`, default `/etc/cni/net.d`), so Podman,
+//! containerd or cnitool can use it too. State (IPAM leases, the runtime's
+//! result cache, lab containers) lives in `--state-dir` (`RNET_STATE_DIR`,
+//! default `/var/lib/rnet`).
+//!
+//! Exit codes: 0 success, 1 an error (the message says what and what to do),
+//! 2 a usage error.
 
+mod container;
 mod demo;
+mod network;
 
-use anyhow::Result;
-use clap::{Parser, Subcommand};
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use rnet_cni::runtime::Runtime;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
 #[command(
     name = "rnet",
     version,
-    about = "Container networking on rnet's CNI plugins"
+    about = "Container networking on rnet's CNI plugins",
+    after_help = "Examples:\n  rnet create web --subnet 10.91.0.0/24\n  rnet ls\n  rnet inspect web\n  rnet rm web\n  rnet demo"
 )]
 struct Cli {
-    /// Directory holding rnet's plugin executables (default: beside `rnet`, then
-    /// /usr/libexec/rnet, /usr/lib/rnet, /opt/cni/bin). Also RNET_PLUGIN_DIR.
-    #[arg(long, global = true, env = "RNET_PLUGIN_DIR")]
-    plugin_dir: Option<PathBuf>,
+    #[command(flatten)]
+    global: Global,
     #[command(subcommand)]
     cmd: Cmd,
 }
 
+#[derive(Args, Debug, Clone)]
+struct Global {
+    /// Directory holding rnet's plugin executables (default: beside `rnet`,
+    /// then /usr/libexec/rnet, /usr/lib/rnet, /opt/cni/bin).
+    #[arg(long, global = true, env = "RNET_PLUGIN_DIR")]
+    plugin_dir: Option<PathBuf>,
+    /// Where networks are stored as CNI conflists.
+    #[arg(
+        long,
+        global = true,
+        env = "RNET_CONFIG_DIR",
+        default_value = "/etc/cni/net.d"
+    )]
+    config_dir: PathBuf,
+    /// Where rnet keeps its state (leases, result cache, containers).
+    #[arg(
+        long,
+        global = true,
+        env = "RNET_STATE_DIR",
+        default_value = "/var/lib/rnet"
+    )]
+    state_dir: PathBuf,
+}
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// Create a network.
+    #[command(
+        after_help = "Examples:\n  rnet create web\n  rnet create web --subnet 10.91.0.0/24 --gateway 10.91.0.1\n  rnet create lab6 --ipv6 --internal\n  rnet create big --subnet 10.92.0.0/16 --ip-range 10.92.5.0/24 --opt mtu=1400 --label team=a"
+    )]
+    Create(CreateArgs),
+    /// List networks.
+    #[command(
+        visible_alias = "list",
+        after_help = "Examples:\n  rnet ls\n  rnet ls -q\n  rnet ls --format json\n  rnet ls --filter driver=bridge --filter label=team=a"
+    )]
+    Ls(LsArgs),
+    /// Show networks (JSON): config, subnets, attached containers with addresses.
+    #[command(after_help = "Example:\n  rnet inspect web")]
+    Inspect {
+        /// Network names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove networks (refused while containers are attached).
+    #[command(visible_alias = "remove", after_help = "Example:\n  rnet rm web")]
+    Rm {
+        /// Network names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove every network that has no container attached (built-ins stay).
+    #[command(after_help = "Example:\n  rnet prune")]
+    Prune,
+    /// Docker-style `network` subcommands (the same as the top-level ones).
+    #[command(subcommand)]
+    Network(NetworkCmd),
     /// Run a self-contained lab demo in throwaway namespaces and remove everything.
-    ///
-    /// Example: `sudo rnet demo`
+    #[command(after_help = "Example:\n  sudo rnet demo")]
     Demo,
     /// Show where rnet's plugins are and the versions they speak.
     Plugins,
+}
+
+#[derive(Subcommand, Debug)]
+enum NetworkCmd {
+    /// Create a network.
+    Create(CreateArgs),
+    /// List networks.
+    #[command(visible_alias = "list")]
+    Ls(LsArgs),
+    /// Show networks.
+    Inspect {
+        /// Network names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove networks.
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// Network names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove unused networks.
+    Prune,
+}
+
+#[derive(Args, Debug)]
+struct CreateArgs {
+    /// Network name.
+    name: String,
+    /// Network driver.
+    #[arg(short, long, default_value = "bridge")]
+    driver: String,
+    /// Subnet in CIDR form (repeatable: one IPv4 and/or one IPv6).
+    #[arg(long)]
+    subnet: Vec<ipnet::IpNet>,
+    /// Gateway for a subnet (repeatable).
+    #[arg(long)]
+    gateway: Vec<std::net::IpAddr>,
+    /// Allocate container addresses from this range inside a subnet (repeatable).
+    #[arg(long)]
+    ip_range: Vec<ipnet::IpNet>,
+    /// Also give the network an IPv6 subnet (picked if none is given).
+    #[arg(long)]
+    ipv6: bool,
+    /// No outbound traffic: no masquerade, no default route, no DNS forwarding.
+    #[arg(long)]
+    internal: bool,
+    /// No name resolution between containers.
+    #[arg(long)]
+    disable_dns: bool,
+    /// Stop traffic between this network and other rnet networks.
+    #[arg(long)]
+    isolate: bool,
+    /// Driver option KEY=VALUE: mtu, com.docker.network.driver.mtu, com.docker.network.bridge.name.
+    #[arg(short, long = "opt", value_parser = parse_kv)]
+    opt: Vec<(String, String)>,
+    /// Label KEY=VALUE (repeatable).
+    #[arg(long, value_parser = parse_kv)]
+    label: Vec<(String, String)>,
+}
+
+#[derive(Args, Debug)]
+struct LsArgs {
+    /// Only names (Docker prints IDs; rnet's IDs are derived from names).
+    #[arg(short, long)]
+    quiet: bool,
+    /// Output format: table or json.
+    #[arg(long, default_value = "table")]
+    format: String,
+    /// Filter: name=..., driver=..., label=KEY or label=KEY=VALUE (repeatable; all must match).
+    #[arg(short, long)]
+    filter: Vec<String>,
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+/// What every command needs.
+pub struct Ctx {
+    /// Plugin search path.
+    pub plugin_dirs: Vec<PathBuf>,
+    /// Conflists.
+    pub config_dir: PathBuf,
+    /// State.
+    pub state_dir: PathBuf,
+}
+
+impl Ctx {
+    /// The CNI runtime over the plugin dirs, caching results in the state dir.
+    pub fn runtime(&self) -> Runtime {
+        Runtime::new(self.plugin_dirs.clone(), self.state_dir.join("cache"))
+    }
 }
 
 /// Where the plugin executables are.
@@ -54,23 +216,224 @@ pub fn plugin_dirs(explicit: Option<PathBuf>) -> Vec<PathBuf> {
 
 fn main() {
     let cli = Cli::parse();
-    let dirs = plugin_dirs(cli.plugin_dir);
+    let ctx = Ctx {
+        plugin_dirs: plugin_dirs(cli.global.plugin_dir.clone()),
+        config_dir: cli.global.config_dir.clone(),
+        state_dir: cli.global.state_dir.clone(),
+    };
     let res: Result<()> = match cli.cmd {
-        Cmd::Demo => demo::run(&dirs),
-        Cmd::Plugins => plugins(&dirs),
+        Cmd::Create(a) | Cmd::Network(NetworkCmd::Create(a)) => create(&ctx, a),
+        Cmd::Ls(a) | Cmd::Network(NetworkCmd::Ls(a)) => ls(&ctx, &a),
+        Cmd::Inspect { names } | Cmd::Network(NetworkCmd::Inspect { names }) => {
+            inspect(&ctx, &names)
+        }
+        Cmd::Rm { names } | Cmd::Network(NetworkCmd::Rm { names }) => rm(&ctx, &names),
+        Cmd::Prune | Cmd::Network(NetworkCmd::Prune) => prune(&ctx),
+        Cmd::Demo => demo::run(&ctx.plugin_dirs),
+        Cmd::Plugins => plugins(&ctx),
     };
     if let Err(e) = res {
-        eprintln!("rnet: error: {e:#}");
+        let red = std::io::stderr().is_terminal();
+        if red {
+            eprintln!("\x1b[31mrnet: error:\x1b[0m {e:#}");
+        } else {
+            eprintln!("rnet: error: {e:#}");
+        }
         std::process::exit(1);
     }
 }
 
-fn plugins(dirs: &[PathBuf]) -> Result<()> {
-    let rt = rnet_cni::runtime::Runtime::new(dirs.to_vec(), std::env::temp_dir());
-    for p in ["rnet-none", "rnet-host"] {
+fn create(ctx: &Ctx, a: CreateArgs) -> Result<()> {
+    let n = network::create(
+        ctx,
+        network::CreateOpts {
+            name: a.name,
+            driver: a.driver,
+            subnets: a.subnet,
+            gateways: a.gateway,
+            ip_ranges: a.ip_range,
+            ipv6: a.ipv6,
+            internal: a.internal,
+            disable_dns: a.disable_dns,
+            isolate: a.isolate,
+            opts: a.opt.into_iter().collect(),
+            labels: a.label.into_iter().collect(),
+        },
+    )?;
+    println!("{}", n.name);
+    Ok(())
+}
+
+fn matches(n: &network::Network, filters: &[String]) -> Result<bool> {
+    for f in filters {
+        let Some((k, v)) = f.split_once('=') else {
+            bail!("--filter {f:?}: expected KEY=VALUE (name=, driver=, label=)");
+        };
+        let ok = match k {
+            "name" => n.name.contains(v),
+            "driver" => n.driver() == v,
+            "id" => n.id().starts_with(v),
+            "label" => {
+                let labels = n.labels();
+                match v.split_once('=') {
+                    Some((lk, lv)) => labels.get(lk).is_some_and(|x| x == lv),
+                    None => labels.contains_key(v),
+                }
+            }
+            other => bail!("--filter {other}: unknown filter; use name, driver, id or label"),
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn summary(n: &network::Network) -> Value {
+    json!({
+        "ID": n.id(),
+        "Name": n.name,
+        "Driver": n.driver(),
+        "Scope": "local",
+        "Subnets": n.subnets().iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "Labels": n.labels(),
+    })
+}
+
+fn ls(ctx: &Ctx, a: &LsArgs) -> Result<()> {
+    let mut nets = Vec::new();
+    for n in network::list(ctx)? {
+        if matches(&n, &a.filter)? {
+            nets.push(n);
+        }
+    }
+    if a.quiet {
+        for n in &nets {
+            println!("{}", n.name);
+        }
+        return Ok(());
+    }
+    match a.format.as_str() {
+        "json" => {
+            let v: Vec<Value> = nets.iter().map(summary).collect();
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        "table" => {
+            println!(
+                "{:<14}{:<20}{:<10}{:<8}SUBNETS",
+                "NETWORK ID", "NAME", "DRIVER", "SCOPE"
+            );
+            for n in &nets {
+                let subnets: Vec<String> = n.subnets().iter().map(ToString::to_string).collect();
+                println!(
+                    "{:<14}{:<20}{:<10}{:<8}{}",
+                    n.id(),
+                    n.name,
+                    n.driver(),
+                    "local",
+                    subnets.join(",")
+                );
+            }
+        }
+        other => bail!("--format {other}: use table or json"),
+    }
+    Ok(())
+}
+
+fn inspect(ctx: &Ctx, names: &[String]) -> Result<()> {
+    let mut out = Vec::new();
+    for name in names {
+        let n = network::get(ctx, name)?;
+        let mut containers = BTreeMap::new();
+        for att in network::attachments(ctx, name) {
+            let addrs: Vec<String> = att
+                .result
+                .as_ref()
+                .and_then(|r| r.get("ips"))
+                .and_then(Value::as_array)
+                .map(|ips| {
+                    ips.iter()
+                        .filter_map(|i| i["address"].as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            containers.insert(
+                att.rt.container_id.clone(),
+                json!({"Name": container::display_name(ctx, &att.rt.container_id),
+                       "Interface": att.rt.ifname, "Addresses": addrs,
+                       "Netns": att.rt.netns}),
+            );
+        }
+        let mut v = summary(&n);
+        v["ConfigPath"] = json!(n.path);
+        v["Bridge"] = json!(n.bridge());
+        if let Some(m) = n.meta() {
+            for (k, key) in [
+                ("created", "Created"),
+                ("internal", "Internal"),
+                ("dns", "DNS"),
+                ("isolate", "Isolate"),
+                ("options", "Options"),
+            ] {
+                if let Some(x) = m.get(k) {
+                    v[key] = x.clone();
+                }
+            }
+        }
+        v["Containers"] = json!(containers);
+        v["Config"] = n.conf.clone();
+        out.push(v);
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+fn rm(ctx: &Ctx, names: &[String]) -> Result<()> {
+    let mut failed = false;
+    for name in names {
+        match network::remove(ctx, name) {
+            Ok(()) => println!("{name}"),
+            Err(e) => {
+                eprintln!("rnet: error: {e:#}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn prune(ctx: &Ctx) -> Result<()> {
+    for n in network::list(ctx)? {
+        if n.path.is_none() || network::BUILTIN.contains(&n.name.as_str()) {
+            continue;
+        }
+        if n.meta().is_none() {
+            continue; // not made by rnet: leave other tools' networks alone
+        }
+        if network::attachments(ctx, &n.name).is_empty() {
+            network::remove(ctx, &n.name).with_context(|| format!("removing {}", n.name))?;
+            println!("{}", n.name);
+        }
+    }
+    Ok(())
+}
+
+fn plugins(ctx: &Ctx) -> Result<()> {
+    let rt = ctx.runtime();
+    for p in [
+        "rnet-none",
+        "rnet-host",
+        "rnet-ipam",
+        "rnet-bridge",
+        "rnet-portmap",
+        "rnet-dnsname",
+    ] {
         match rt.plugin_version(p) {
-            Ok(v) => println!("{p:<12} {}", v["supportedVersions"]),
-            Err(e) => println!("{p:<12} not found: {}", e.msg),
+            Ok(v) => println!("{p:<14} {}", v["supportedVersions"]),
+            Err(e) => println!("{p:<14} not found: {}", e.msg),
         }
     }
     Ok(())

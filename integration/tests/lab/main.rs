@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod bridge;
+mod cli;
 mod common;
 mod host;
 mod ipam;
