@@ -93,6 +93,8 @@
 //! * `client` – [`Nft`].
 //! * `batch` – [`Batch`].
 //! * `backend` – [`Backend`], [`FakeBackend`].
+//! * [`rnet`] – rnet's own tables (the one definition every plugin applies)
+//!   and the element journal behind the slow path.
 
 mod apply;
 mod backend;
@@ -102,6 +104,7 @@ mod element;
 mod error;
 mod model;
 mod nl;
+pub mod rnet;
 
 pub use apply::{NFT_DIRS, apply_ruleset, apply_ruleset_in, find_nft};
 pub use backend::{Backend, Ensured, FakeBackend, ensure_ruleset};

@@ -1,0 +1,1053 @@
+//! rnet's own tables, defined once for every plugin, and the element
+//! journal that lets any plugin's slow path restore everyone's elements.
+//!
+//! # Why one definition
+//!
+//! The slow path replaces a whole table (`add table; delete table; table
+//! { ... }` in one `nft -f -`). If the bridge plugin and the port mapper each
+//! rendered their own idea of `table inet rnet`, whichever ran the slow path
+//! last would delete the other's sets and chains. So [`ruleset`] is the one
+//! complete definition (`table inet rnet` and `table bridge rnet`), and every
+//! plugin's slow path applies exactly that. Its version marker
+//! ([`VERSION`], the table comment) changes whenever the definition does.
+//!
+//! # Why a journal
+//!
+//! After `nft flush ruleset` (a firewall reload) the tables are gone with all
+//! their elements. Whoever notices first (the next plugin call that gets
+//! `ENOENT`, or `rnet reload`) must put back *every* plugin's elements, not
+//! only its own, or published ports of other containers stay dead until their
+//! plugin runs again. So each plugin records, per attachment, the elements it
+//! adds in a small file `<stateRoot>/nft/<plugin>/<fnv64 of tag>.json`
+//! (written atomically *before* the commit: an intent log; removed after the
+//! DEL commit). [`commit`] tries the batch; on `ENOENT` it takes the lock
+//! `<stateRoot>/nft/lock`, tries again (someone else may have restored in
+//! the meantime), and otherwise renders [`ruleset`] plus every journaled
+//! element (plus the elements still in the kernel's old table, when the table
+//! exists but is outdated or incomplete) and applies it with ONE
+//! `nft -f -`: tables and elements appear atomically together. Then the
+//! batch is retried.
+//!
+//! If nft rejects that file (e.g. two stale journals claim the same host
+//! port with different targets), the bare ruleset is applied and every
+//! journal file is committed as its own netlink batch; files that fail are
+//! reported on stderr and skipped, so one bad record cannot keep everyone
+//! else's elements out.
+//!
+//! # Layout of `table inet rnet` (version "rnet v2")
+//!
+//! Bridge plugin (unchanged from v1): sets `masq4`/`masq6` (masquerade
+//! sources), `bridges`, `bridge_self`, `isolated`; base chains `postrouting`
+//! (masquerade) and `forward` (isolation between rnet bridges).
+//!
+//! Port mapper (see the `rnet-portmap` crate doc for the reasoning):
+//!
+//! * maps `hostports4/6` (`proto . port → addr . port`, any local address)
+//!   and `hostip_ports4/6` (`hostIP . proto . port → addr . port`);
+//! * `pm_prerouting` (nat, dstnat) and `pm_output` (nat, -100) jump to
+//!   `pm_dnat` only for `fib daddr type local`: only packets really
+//!   addressed to this host are translated (CVE-2025-67499);
+//! * `pm_dnat`: two map lookups per family, hostIP-bound entries first;
+//! * `pm_postrouting` (nat, srcnat): masquerade DNATed traffic from
+//!   127.0.0.0/8 (localhost publishing) and DNATed traffic that leaves
+//!   through the bridge it came from (`oifname . ip saddr @hairpin4`:
+//!   hairpin and container-to-container on one bridge);
+//! * `pm_raw` (filter, raw): `iifname != "lo" ip daddr 127.0.0.0/8 drop`,
+//!   so `route_localnet` on a bridge never exposes the host's 127.0.0.1
+//!   services to the link (CVE-2020-8558);
+//! * `pm_guard` (filter, dstnat - 10, after conntrack, before DNAT): new
+//!   connections from anything but an rnet bridge or `lo` straight to a
+//!   published container address (`published4/6`) are dropped.
+//!
+//! `table bridge rnet`: the MAC spoof check (`spoofchk_ports`,
+//! `spoofchk_ok`).
+
+use std::collections::HashSet;
+use std::io::Write as _;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use crate::{
+    Backend, Batch, Chain, Element, Family, KeyPart, Map, NftError, OpKind, Ruleset, Set, Table,
+    Verdict,
+};
+
+/// The table name, in families `inet` and `bridge`.
+pub const TABLE: &str = "rnet";
+
+/// The version marker (table comment) of this definition.
+pub const VERSION: &str = "rnet v2";
+
+/// Set and map names of rnet's tables.
+pub mod sets {
+    /// Container IPv4 addresses of `ipMasq` networks (bridge).
+    pub const MASQ4: &str = "masq4";
+    /// Container IPv6 addresses of `ipMasq` networks (bridge).
+    pub const MASQ6: &str = "masq6";
+    /// Every bridge rnet attached something to (bridge; shared).
+    pub const BRIDGES: &str = "bridges";
+    /// `"br" . "br"` for each bridge (bridge; shared).
+    pub const BRIDGE_SELF: &str = "bridge_self";
+    /// Bridges of isolated networks (bridge; shared).
+    pub const ISOLATED: &str = "isolated";
+    /// `table bridge rnet`: host veths under the spoof check.
+    pub const SPOOF_PORTS: &str = "spoofchk_ports";
+    /// `table bridge rnet`: `veth . mac` pairs allowed.
+    pub const SPOOF_OK: &str = "spoofchk_ok";
+    /// Port mapper: `inet_proto . inet_service : ipv4_addr . inet_service`.
+    pub const HOSTPORTS4: &str = "hostports4";
+    /// Port mapper: `inet_proto . inet_service : ipv6_addr . inet_service`.
+    pub const HOSTPORTS6: &str = "hostports6";
+    /// Port mapper: `ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service`.
+    pub const HOSTIP_PORTS4: &str = "hostip_ports4";
+    /// Port mapper: `ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service`.
+    pub const HOSTIP_PORTS6: &str = "hostip_ports6";
+    /// Port mapper: `ifname . ipv4_addr`, bridge and address of every
+    /// container chained through the port mapper with `snat` on.
+    pub const HAIRPIN4: &str = "hairpin4";
+    /// Port mapper: `ifname . ipv6_addr`.
+    pub const HAIRPIN6: &str = "hairpin6";
+    /// Port mapper: IPv4 addresses of containers with published ports.
+    pub const PUBLISHED4: &str = "published4";
+    /// Port mapper: IPv6 addresses of containers with published ports.
+    pub const PUBLISHED6: &str = "published6";
+}
+
+/// `table inet rnet`, complete (bridge and port mapper parts).
+pub fn inet_table() -> Table {
+    use sets::*;
+    Table::new(Family::Inet, TABLE)
+        .comment(VERSION)
+        .set(Set::new(MASQ4, "ipv4_addr"))
+        .set(Set::new(MASQ6, "ipv6_addr"))
+        .set(Set::new(BRIDGES, "ifname"))
+        .set(Set::new(BRIDGE_SELF, "ifname . ifname"))
+        .set(Set::new(ISOLATED, "ifname"))
+        .set(Set::new(HAIRPIN4, "ifname . ipv4_addr"))
+        .set(Set::new(HAIRPIN6, "ifname . ipv6_addr"))
+        .set(Set::new(PUBLISHED4, "ipv4_addr"))
+        .set(Set::new(PUBLISHED6, "ipv6_addr"))
+        .map(Map::new(
+            HOSTPORTS4,
+            "inet_proto . inet_service",
+            "ipv4_addr . inet_service",
+        ))
+        .map(Map::new(
+            HOSTPORTS6,
+            "inet_proto . inet_service",
+            "ipv6_addr . inet_service",
+        ))
+        .map(Map::new(
+            HOSTIP_PORTS4,
+            "ipv4_addr . inet_proto . inet_service",
+            "ipv4_addr . inet_service",
+        ))
+        .map(Map::new(
+            HOSTIP_PORTS6,
+            "ipv6_addr . inet_proto . inet_service",
+            "ipv6_addr . inet_service",
+        ))
+        .chain(
+            Chain::base("postrouting", "nat", "postrouting", "srcnat")
+                .policy("accept")
+                .rule("ip saddr @masq4 oifname != @bridges ip daddr != 224.0.0.0/4 masquerade")
+                .rule("ip6 saddr @masq6 oifname != @bridges ip6 daddr != ff00::/8 masquerade"),
+        )
+        .chain(
+            Chain::base("forward", "filter", "forward", "filter")
+                .policy("accept")
+                .rule("iifname @isolated oifname @bridges iifname . oifname != @bridge_self drop")
+                .rule("iifname @bridges oifname @isolated iifname . oifname != @bridge_self drop"),
+        )
+        .chain(
+            Chain::new("pm_dnat")
+                .rule("dnat ip to ip daddr . meta l4proto . th dport map @hostip_ports4")
+                .rule("meta nfproto ipv4 dnat ip to meta l4proto . th dport map @hostports4")
+                .rule("dnat ip6 to ip6 daddr . meta l4proto . th dport map @hostip_ports6")
+                .rule("meta nfproto ipv6 dnat ip6 to meta l4proto . th dport map @hostports6"),
+        )
+        .chain(
+            Chain::base("pm_prerouting", "nat", "prerouting", "dstnat")
+                .policy("accept")
+                .rule("fib daddr type local jump pm_dnat"),
+        )
+        .chain(
+            Chain::base("pm_output", "nat", "output", "-100")
+                .policy("accept")
+                .rule("ip6 daddr ::1 return")
+                .rule("fib daddr type local jump pm_dnat"),
+        )
+        .chain(
+            Chain::base("pm_postrouting", "nat", "postrouting", "srcnat")
+                .policy("accept")
+                .rule("ct status dnat ip saddr 127.0.0.0/8 masquerade")
+                .rule("ct status dnat oifname . ip saddr @hairpin4 masquerade")
+                .rule("ct status dnat oifname . ip6 saddr @hairpin6 masquerade"),
+        )
+        .chain(
+            Chain::base("pm_raw", "filter", "prerouting", "raw")
+                .policy("accept")
+                .rule("iifname != \"lo\" ip daddr 127.0.0.0/8 drop"),
+        )
+        .chain(
+            Chain::base("pm_guard", "filter", "prerouting", "dstnat - 10")
+                .policy("accept")
+                .rule(
+                    "iifname != \"lo\" iifname != @bridges ct state new ip daddr @published4 drop",
+                )
+                .rule(
+                    "iifname != \"lo\" iifname != @bridges ct state new ip6 daddr @published6 drop",
+                ),
+        )
+}
+
+/// `table bridge rnet`: frames from a checked host veth whose source MAC is
+/// not the container's are dropped (`macspoofchk`).
+pub fn bridge_table() -> Table {
+    Table::new(Family::Bridge, TABLE)
+        .comment(VERSION)
+        .set(Set::new(sets::SPOOF_PORTS, "ifname"))
+        .set(Set::new(sets::SPOOF_OK, "ifname . ether_addr"))
+        .chain(
+            Chain::base("prerouting", "filter", "prerouting", "-300")
+                .policy("accept")
+                .rule("iifname @spoofchk_ports iifname . ether saddr != @spoofchk_ok drop"),
+        )
+}
+
+/// The complete definition of rnet's tables: what every slow path applies.
+pub fn ruleset() -> Ruleset {
+    Ruleset::new().table(inet_table()).table(bridge_table())
+}
+
+/// What went wrong in [`commit`], [`reload`] or the journal.
+#[derive(Debug, thiserror::Error)]
+pub enum RnetError {
+    /// nftables (kernel or `nft`) refused; the errno stays typed.
+    #[error(transparent)]
+    Nft(#[from] NftError),
+    /// A journal or lock file could not be written, read or removed.
+    #[error("{what} {}: {source}; check that the rnet state directory is writable", path.display())]
+    Journal {
+        /// What was being done.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl RnetError {
+    /// The kernel errno, if this came from the kernel.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            RnetError::Nft(e) => e.errno(),
+            RnetError::Journal { .. } => None,
+        }
+    }
+
+    /// `ENOENT` from the kernel.
+    pub fn is_not_found(&self) -> bool {
+        self.errno() == Some(libc::ENOENT)
+    }
+
+    /// `EEXIST` from the kernel (an exclusive add found the key).
+    pub fn is_exists(&self) -> bool {
+        self.errno() == Some(libc::EEXIST)
+    }
+}
+
+fn jerr(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RnetError {
+    let path = path.to_path_buf();
+    move |source| RnetError::Journal { what, path, source }
+}
+
+/// FNV-1a 64 of `s`, as 16 hex digits.
+pub fn tag_hash(s: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// The element comment for an attachment tag: the tag itself, or `#` + its
+/// hash when longer than nft's 128-byte comment limit (the bridge plugin's
+/// rule, so comments of both plugins agree).
+pub fn comment_for(tag: &str) -> String {
+    if tag.len() <= crate::MAX_COMMENT_LEN
+        && tag
+            .chars()
+            .all(|c| c != '"' && c != '\\' && !c.is_control())
+    {
+        tag.to_owned()
+    } else {
+        format!("#{}", tag_hash(tag))
+    }
+}
+
+/// `<stateRoot>/nft`.
+pub fn journal_root(state_root: &Path) -> PathBuf {
+    state_root.join("nft")
+}
+
+/// The journal file of one attachment of one plugin:
+/// `<stateRoot>/nft/<plugin>/<fnv64 of tag>.json`.
+pub fn journal_path(state_root: &Path, plugin: &str, tag: &str) -> PathBuf {
+    journal_root(state_root)
+        .join(plugin)
+        .join(format!("{}.json", tag_hash(tag)))
+}
+
+/// One journaled element: which table and set it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalEntry {
+    /// Table family.
+    pub family: Family,
+    /// Set or map name (table [`TABLE`]).
+    pub set: String,
+    /// The element (key, data or verdict, comment).
+    pub element: Element,
+}
+
+/// One journal file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Journal {
+    /// The plugin that wrote it.
+    pub plugin: String,
+    /// The attachment tag.
+    pub tag: String,
+    /// The elements.
+    pub entries: Vec<JournalEntry>,
+}
+
+impl Journal {
+    /// The elements added by `batch` (its `Add` and `AddExcl` operations on
+    /// table [`TABLE`]).
+    pub fn from_batch(plugin: &str, tag: &str, batch: &Batch) -> Journal {
+        let mut entries = Vec::new();
+        for op in batch.ops() {
+            if !matches!(op.kind, OpKind::Add | OpKind::AddExcl) || op.table != TABLE {
+                continue;
+            }
+            for e in &op.elements {
+                entries.push(JournalEntry {
+                    family: op.family,
+                    set: op.set.clone(),
+                    element: e.clone(),
+                });
+            }
+        }
+        Journal {
+            plugin: plugin.to_owned(),
+            tag: tag.to_owned(),
+            entries,
+        }
+    }
+
+    /// The journal as one batch of idempotent adds per family.
+    pub fn batches(&self) -> Vec<Batch> {
+        let mut out: Vec<Batch> = Vec::new();
+        for en in &self.entries {
+            let i = match out.iter().position(|b| b.family() == en.family) {
+                Some(i) => i,
+                None => {
+                    out.push(Batch::new(en.family));
+                    out.len() - 1
+                }
+            };
+            if let Some(b) = out.get_mut(i) {
+                b.add_elements(TABLE, &en.set, std::slice::from_ref(&en.element));
+            }
+        }
+        out
+    }
+
+    fn to_json(&self) -> Value {
+        let entries: Vec<Value> = self
+            .entries
+            .iter()
+            .map(|en| {
+                let mut v = json!({
+                    "family": en.family.as_str(),
+                    "set": en.set,
+                    "key": parts_json(&en.element.key),
+                });
+                if let Some(d) = &en.element.data {
+                    v["data"] = parts_json(d);
+                }
+                if let Some(vd) = &en.element.verdict {
+                    v["verdict"] = json!(vd.to_nft_text());
+                }
+                if let Some(c) = &en.element.comment {
+                    v["comment"] = json!(c);
+                }
+                v
+            })
+            .collect();
+        json!({"plugin": self.plugin, "tag": self.tag, "elements": entries})
+    }
+
+    fn from_json(v: &Value) -> Option<Journal> {
+        let plugin = v.get("plugin")?.as_str()?.to_owned();
+        let tag = v.get("tag")?.as_str()?.to_owned();
+        let mut entries = Vec::new();
+        for e in v.get("elements")?.as_array()? {
+            let family = family_from(e.get("family")?.as_str()?)?;
+            let set = e.get("set")?.as_str()?.to_owned();
+            let mut element = Element::new(parts_from(e.get("key")?)?);
+            if let Some(d) = e.get("data") {
+                element.data = Some(parts_from(d)?);
+            }
+            if let Some(vd) = e.get("verdict") {
+                element.verdict = Some(verdict_from(vd.as_str()?)?);
+            }
+            if let Some(c) = e.get("comment") {
+                element.comment = Some(c.as_str()?.to_owned());
+            }
+            element.validate().ok()?;
+            entries.push(JournalEntry {
+                family,
+                set,
+                element,
+            });
+        }
+        Some(Journal {
+            plugin,
+            tag,
+            entries,
+        })
+    }
+}
+
+fn parts_json(parts: &[KeyPart]) -> Value {
+    Value::Array(
+        parts
+            .iter()
+            .map(|p| match p {
+                KeyPart::Ipv4(a) => json!(["ipv4", a.to_string()]),
+                KeyPart::Ipv6(a) => json!(["ipv6", a.to_string()]),
+                KeyPart::Proto(n) => json!(["proto", n.to_string()]),
+                KeyPart::Port(n) => json!(["port", n.to_string()]),
+                KeyPart::IfName(n) => json!(["ifname", n]),
+                KeyPart::Mark(m) => json!(["mark", m.to_string()]),
+                KeyPart::Raw(b) => {
+                    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+                    json!(["raw", hex])
+                }
+            })
+            .collect(),
+    )
+}
+
+fn parts_from(v: &Value) -> Option<Vec<KeyPart>> {
+    let mut out = Vec::new();
+    for p in v.as_array()? {
+        let a = p.as_array()?;
+        let (kind, val) = (a.first()?.as_str()?, a.get(1)?.as_str()?);
+        out.push(match kind {
+            "ipv4" => KeyPart::Ipv4(val.parse::<Ipv4Addr>().ok()?),
+            "ipv6" => KeyPart::Ipv6(val.parse::<Ipv6Addr>().ok()?),
+            "proto" => KeyPart::Proto(val.parse().ok()?),
+            "port" => KeyPart::Port(val.parse().ok()?),
+            "ifname" => KeyPart::IfName(val.to_owned()),
+            "mark" => KeyPart::Mark(val.parse().ok()?),
+            "raw" => {
+                if val.len() % 2 != 0 || !val.is_ascii() {
+                    return None;
+                }
+                let mut b = Vec::with_capacity(val.len() / 2);
+                for i in (0..val.len()).step_by(2) {
+                    b.push(u8::from_str_radix(val.get(i..i + 2)?, 16).ok()?);
+                }
+                KeyPart::Raw(b)
+            }
+            _ => return None,
+        });
+    }
+    Some(out)
+}
+
+fn verdict_from(s: &str) -> Option<Verdict> {
+    Some(match s.split_once(' ') {
+        None => match s {
+            "accept" => Verdict::Accept,
+            "drop" => Verdict::Drop,
+            "continue" => Verdict::Continue,
+            "return" => Verdict::Return,
+            _ => return None,
+        },
+        Some(("jump", c)) => Verdict::Jump(c.to_owned()),
+        Some(("goto", c)) => Verdict::Goto(c.to_owned()),
+        Some(_) => return None,
+    })
+}
+
+fn family_from(s: &str) -> Option<Family> {
+    Some(match s {
+        "inet" => Family::Inet,
+        "ip" => Family::Ip,
+        "ip6" => Family::Ip6,
+        "arp" => Family::Arp,
+        "bridge" => Family::Bridge,
+        "netdev" => Family::Netdev,
+        _ => return None,
+    })
+}
+
+/// Writes (replaces) the journal file of `journal.tag` atomically
+/// (temporary file in the same directory, then `rename`). Call it BEFORE
+/// committing the batch it describes.
+pub fn journal_write(state_root: &Path, journal: &Journal) -> Result<(), RnetError> {
+    let path = journal_path(state_root, &journal.plugin, &journal.tag);
+    let bytes = journal.to_json().to_string();
+    write_atomic(&path, bytes.as_bytes())
+}
+
+/// Removes the journal file of (`plugin`, `tag`); a missing file is fine.
+/// Call it AFTER the DEL batch is committed.
+pub fn journal_remove(state_root: &Path, plugin: &str, tag: &str) -> Result<(), RnetError> {
+    let path = journal_path(state_root, plugin, tag);
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(jerr("cannot remove journal file", &path)(e)),
+    }
+}
+
+/// Reads one journal file; `Ok(None)` if it does not exist.
+pub fn journal_read(
+    state_root: &Path,
+    plugin: &str,
+    tag: &str,
+) -> Result<Option<Journal>, RnetError> {
+    let path = journal_path(state_root, plugin, tag);
+    match std::fs::read(&path) {
+        Ok(b) => Ok(parse_journal(&b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(jerr("cannot read journal file", &path)(e)),
+    }
+}
+
+fn parse_journal(bytes: &[u8]) -> Option<Journal> {
+    serde_json::from_slice::<Value>(bytes)
+        .ok()
+        .and_then(|v| Journal::from_json(&v))
+}
+
+/// Every readable journal file of every plugin (or of `plugin` only), with
+/// its path. Unreadable or corrupt files are reported on stderr and skipped:
+/// restoring must not fail because of one bad record.
+pub fn journal_list(state_root: &Path, plugin: Option<&str>) -> Vec<(PathBuf, Journal)> {
+    let mut out = Vec::new();
+    let root = journal_root(state_root);
+    let Ok(plugins) = std::fs::read_dir(&root) else {
+        return out;
+    };
+    let mut dirs: Vec<PathBuf> = plugins
+        .flatten()
+        .filter(|d| d.path().is_dir())
+        .filter(|d| plugin.is_none_or(|p| d.file_name().to_string_lossy() == p))
+        .map(|d| d.path())
+        .collect();
+    dirs.sort();
+    for dir in dirs {
+        let Ok(files) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut paths: Vec<PathBuf> = files
+            .flatten()
+            .map(|f| f.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        paths.sort();
+        for p in paths {
+            match std::fs::read(&p).ok().and_then(|b| parse_journal(&b)) {
+                Some(j) => out.push((p, j)),
+                None => eprintln!(
+                    "rnet: skipping unreadable nft journal file {} (remove it if it is stale)",
+                    p.display()
+                ),
+            }
+        }
+    }
+    out
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RnetError> {
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(jerr("cannot create journal directory", dir))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let res = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        std::fs::rename(&tmp, path)
+    })();
+    res.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        jerr("cannot write journal file", path)(e)
+    })
+}
+
+/// An exclusive `flock` on `<stateRoot>/nft/lock`, held while it lives.
+pub fn lock(state_root: &Path) -> Result<std::fs::File, RnetError> {
+    let root = journal_root(state_root);
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&root)
+            .map_err(jerr("cannot create directory", &root))?;
+    }
+    let p = root.join("lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .map_err(jerr("cannot open lock file", &p))?;
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| jerr("cannot lock", &p)(e.into()))?;
+    Ok(f)
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Restored {
+    /// Elements taken over from the kernel's previous tables.
+    pub carried: usize,
+    /// Elements put back from journals.
+    pub journaled: usize,
+    /// Journal files that could not be restored (fallback path only).
+    pub failed: usize,
+}
+
+/// The hot path with the slow path behind it: commit `batch`; if a table or
+/// set is missing (`ENOENT`), lock, retry, and otherwise restore rnet's
+/// tables (see [`restore`]) and retry once more.
+///
+/// The batch's own elements are left out of the restore, so an exclusive add
+/// does not collide with the attachment's own (already journaled) record.
+pub fn commit<B: Backend + ?Sized>(
+    backend: &mut B,
+    batch: &Batch,
+    state_root: &Path,
+) -> Result<(), RnetError> {
+    match backend.commit(batch) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(e.into()),
+    }
+    let _lock = lock(state_root)?;
+    match backend.commit(batch) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(e.into()),
+    }
+    restore_excluding(backend, state_root, Some(batch))?;
+    backend.commit(batch).map_err(RnetError::from)
+}
+
+/// `rnet reload`: apply [`ruleset`] with every journaled element (and the
+/// elements still present in the current tables) unconditionally, under the
+/// lock. One `nft -f -`.
+pub fn reload<B: Backend + ?Sized>(
+    backend: &mut B,
+    state_root: &Path,
+) -> Result<Restored, RnetError> {
+    let _lock = lock(state_root)?;
+    restore(backend, state_root)
+}
+
+/// Are rnet's tables present in their current version, with every chain and
+/// set (a few `GET`s, no dump)?
+pub fn is_current<B: Backend + ?Sized>(backend: &mut B) -> Result<bool, NftError> {
+    for t in &ruleset().tables {
+        match backend.table_comment(t.family, &t.name) {
+            Ok(c) if c == t.comment => {}
+            Ok(_) => return Ok(false),
+            Err(e) if e.is_not_found() => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        for c in &t.chains {
+            if !backend.chain_exists(t.family, &t.name, &c.name)? {
+                return Ok(false);
+            }
+        }
+        for name in t
+            .sets
+            .iter()
+            .map(|s| &s.name)
+            .chain(t.maps.iter().map(|m| &m.name))
+        {
+            if !backend.set_exists(t.family, &t.name, name)? {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Replace rnet's tables by [`ruleset`] filled with (1) the elements of the
+/// current tables' sets that still exist under the same name, and (2) every
+/// journaled element; one `nft -f -`. Call with the lock held ([`lock`]).
+pub fn restore<B: Backend + ?Sized>(
+    backend: &mut B,
+    state_root: &Path,
+) -> Result<Restored, RnetError> {
+    restore_excluding(backend, state_root, None)
+}
+
+fn restore_excluding<B: Backend + ?Sized>(
+    backend: &mut B,
+    state_root: &Path,
+    exclude: Option<&Batch>,
+) -> Result<Restored, RnetError> {
+    let mut model = ruleset();
+    let excluded: HashSet<(Family, String, Vec<KeyPart>)> = exclude
+        .map(|b| {
+            b.ops()
+                .iter()
+                .flat_map(|op| {
+                    op.elements
+                        .iter()
+                        .map(|e| (op.family, op.set.clone(), e.key.clone()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut res = Restored::default();
+    // (1) carry over what the kernel still has.
+    for t in &mut model.tables {
+        if !backend.table_exists(t.family, &t.name)? {
+            continue;
+        }
+        let (fam, tname) = (t.family, t.name.clone());
+        let names: Vec<String> = t
+            .sets
+            .iter()
+            .map(|s| s.name.clone())
+            .chain(t.maps.iter().map(|m| m.name.clone()))
+            .collect();
+        for name in names {
+            if !backend.set_exists(fam, &tname, &name)? {
+                continue;
+            }
+            let Ok(old) = backend.list_elements(fam, &tname, &name) else {
+                continue;
+            };
+            if let Some(els) = t.elements_mut(&name) {
+                for e in old {
+                    if excluded.contains(&(fam, name.clone(), e.key.clone())) {
+                        continue;
+                    }
+                    if !els.iter().any(|x| x.same_key(&e)) {
+                        els.push(e);
+                        res.carried += 1;
+                    }
+                }
+            }
+        }
+    }
+    // (2) the journals.
+    let journals = journal_list(state_root, None);
+    for (_, j) in &journals {
+        for en in &j.entries {
+            if excluded.contains(&(en.family, en.set.clone(), en.element.key.clone())) {
+                continue;
+            }
+            let Some(t) = model
+                .tables
+                .iter_mut()
+                .find(|t| t.family == en.family && t.name == TABLE)
+            else {
+                continue;
+            };
+            let Some(els) = t.elements_mut(&en.set) else {
+                continue;
+            };
+            if !els.iter().any(|x| x.same_key(&en.element)) {
+                els.push(en.element.clone());
+                res.journaled += 1;
+            }
+        }
+    }
+    match backend.apply(&model) {
+        Ok(()) => return Ok(res),
+        Err(NftError::NftFailed { stderr, .. }) if res.carried + res.journaled > 0 => {
+            eprintln!(
+                "rnet: restoring rnet's tables with all recorded elements failed ({}); \
+                 applying the bare tables and restoring record by record",
+                stderr.trim()
+            );
+        }
+        Err(e) => return Err(e.into()),
+    }
+    backend.apply(&ruleset())?;
+    let mut res = Restored::default();
+    for (path, j) in &journals {
+        for b in j.batches() {
+            let mut pruned = Batch::new(b.family());
+            for op in b.ops() {
+                let els: Vec<Element> = op
+                    .elements
+                    .iter()
+                    .filter(|e| !excluded.contains(&(op.family, op.set.clone(), e.key.clone())))
+                    .cloned()
+                    .collect();
+                pruned.add_elements(&op.table, &op.set, &els);
+            }
+            match backend.commit(&pruned) {
+                Ok(()) => {
+                    res.journaled += pruned.ops().iter().map(|o| o.elements.len()).sum::<usize>()
+                }
+                Err(e) => {
+                    res.failed += 1;
+                    eprintln!(
+                        "rnet: cannot restore the nft elements recorded in {}: {e}",
+                        path.display()
+                    );
+                }
+            }
+        }
+    }
+    Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::FakeBackend;
+
+    fn hp(port: u16, last: u8, tag: &str) -> Element {
+        Element::new(vec![KeyPart::Proto(6), KeyPart::Port(port)])
+            .data(vec![
+                KeyPart::Ipv4(Ipv4Addr::new(10, 0, 0, last)),
+                KeyPart::Port(80),
+            ])
+            .comment(tag)
+    }
+
+    #[test]
+    fn golden_ruleset() {
+        let text = ruleset().render().unwrap();
+        if std::env::var_os("RNET_BLESS").is_some() {
+            std::fs::write(
+                concat!(env!("CARGO_MANIFEST_DIR"), "/src/rnet_golden.nft"),
+                &text,
+            )
+            .unwrap();
+        }
+        let want = include_str!("rnet_golden.nft");
+        assert_eq!(text, want, "rendered ruleset:\n{text}");
+    }
+
+    #[test]
+    fn journal_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = Batch::new(Family::Inet);
+        b.add_elements_excl(TABLE, sets::HOSTPORTS4, &[hp(8080, 2, "n/c/eth0")]);
+        b.add_elements(
+            TABLE,
+            sets::HAIRPIN4,
+            &[Element::new(vec![
+                KeyPart::IfName("cni0".into()),
+                KeyPart::Ipv4(Ipv4Addr::new(10, 0, 0, 2)),
+            ])],
+        );
+        b.delete_elements_lenient(
+            TABLE,
+            sets::PUBLISHED4,
+            &[Element::new(KeyPart::Ipv4(Ipv4Addr::LOCALHOST))],
+        );
+        let mut j = Journal::from_batch("portmap", "n/c/eth0", &b);
+        j.entries.push(JournalEntry {
+            family: Family::Bridge,
+            set: sets::SPOOF_OK.into(),
+            element: Element::new(vec![
+                KeyPart::IfName("veth1".into()),
+                KeyPart::Raw(vec![2, 0, 0, 0, 0, 0xab]),
+            ]),
+        });
+        assert_eq!(j.entries.len(), 3);
+        journal_write(dir.path(), &j).unwrap();
+        let back = journal_read(dir.path(), "portmap", "n/c/eth0")
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, j);
+        assert_eq!(back.batches().len(), 2);
+        let all = journal_list(dir.path(), None);
+        assert_eq!(all.len(), 1);
+        // A corrupt file is skipped, not fatal.
+        std::fs::write(dir.path().join("nft/portmap/bad.json"), b"{").unwrap();
+        assert_eq!(journal_list(dir.path(), Some("portmap")).len(), 1);
+        journal_remove(dir.path(), "portmap", "n/c/eth0").unwrap();
+        journal_remove(dir.path(), "portmap", "n/c/eth0").unwrap();
+        assert!(
+            journal_read(dir.path(), "portmap", "n/c/eth0")
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn commit_restores_everyone_after_a_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = FakeBackend::new();
+        // Attachment A: journaled, committed (slow path creates the tables).
+        let mut a = Batch::new(Family::Inet);
+        a.add_elements_excl(TABLE, sets::HOSTPORTS4, &[hp(8080, 2, "n/a/eth0")]);
+        journal_write(dir.path(), &Journal::from_batch("portmap", "n/a/eth0", &a)).unwrap();
+        commit(&mut f, &a, dir.path()).unwrap();
+        assert!(is_current(&mut f).unwrap());
+        assert_eq!(
+            f.list_elements(Family::Inet, TABLE, sets::HOSTPORTS4)
+                .unwrap()
+                .len(),
+            1
+        );
+        // A bridge element without journal, carried over on a version change.
+        let mut m = Batch::new(Family::Inet);
+        m.add_elements(
+            TABLE,
+            sets::MASQ4,
+            &[Element::new(KeyPart::Ipv4(Ipv4Addr::new(10, 0, 0, 9)))],
+        );
+        f.commit(&m).unwrap();
+        // Flush: everything gone. B's ADD restores A, then adds B.
+        f.flush_ruleset();
+        f.clear_log();
+        let mut b = Batch::new(Family::Inet);
+        b.add_elements_excl(TABLE, sets::HOSTPORTS4, &[hp(8081, 3, "n/b/eth0")]);
+        journal_write(dir.path(), &Journal::from_batch("portmap", "n/b/eth0", &b)).unwrap();
+        commit(&mut f, &b, dir.path()).unwrap();
+        let els = f
+            .list_elements(Family::Inet, TABLE, sets::HOSTPORTS4)
+            .unwrap();
+        assert_eq!(els.len(), 2, "{els:?}");
+        // One apply (tables + A's element together), then B's batch.
+        let log = f.log_text();
+        assert!(
+            log.contains("elements = { tcp . 8080 comment \"n/a/eth0\" : 10.0.0.2 . 80 }"),
+            "{log}"
+        );
+        assert!(
+            log.contains("create element inet rnet hostports4 { tcp . 8081"),
+            "{log}"
+        );
+        // The un-journaled masq element was lost with the flush (nothing to carry).
+        assert!(
+            f.list_elements(Family::Inet, TABLE, sets::MASQ4)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn outdated_table_is_replaced_with_elements_carried() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = FakeBackend::new();
+        // A v1 table as the bridge plugin made it: no port maps.
+        let v1 = Ruleset::new().table(
+            Table::new(Family::Inet, TABLE)
+                .comment("rnet v1")
+                .set(Set::new(sets::MASQ4, "ipv4_addr"))
+                .chain(Chain::new("postrouting")),
+        );
+        f.apply(&v1).unwrap();
+        let mut m = Batch::new(Family::Inet);
+        m.add_elements(
+            TABLE,
+            sets::MASQ4,
+            &[Element::new(KeyPart::Ipv4(Ipv4Addr::new(10, 0, 0, 9)))],
+        );
+        f.commit(&m).unwrap();
+        assert!(!is_current(&mut f).unwrap());
+        let mut a = Batch::new(Family::Inet);
+        a.add_elements_excl(TABLE, sets::HOSTPORTS4, &[hp(8080, 2, "n/a/eth0")]);
+        commit(&mut f, &a, dir.path()).unwrap();
+        assert!(is_current(&mut f).unwrap());
+        assert_eq!(
+            f.list_elements(Family::Inet, TABLE, sets::MASQ4)
+                .unwrap()
+                .len(),
+            1
+        );
+        // reload is unconditional and keeps everything.
+        let r = reload(&mut f, dir.path()).unwrap();
+        assert_eq!(r.carried, 2);
+        assert_eq!(
+            f.list_elements(Family::Inet, TABLE, sets::HOSTPORTS4)
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn conflicting_journals_fall_back_record_by_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = FakeBackend::new();
+        // Two stale records claim tcp/8080 with different targets.
+        for (tag, last) in [("n/a/eth0", 2), ("n/b/eth0", 3)] {
+            let mut b = Batch::new(Family::Inet);
+            b.add_elements(TABLE, sets::HOSTPORTS4, &[hp(8080, last, tag)]);
+            b.add_elements(
+                TABLE,
+                sets::PUBLISHED4,
+                &[Element::new(KeyPart::Ipv4(Ipv4Addr::new(10, 0, 0, last)))],
+            );
+            journal_write(dir.path(), &Journal::from_batch("portmap", tag, &b)).unwrap();
+        }
+        // The model dedups by key, so the first record wins in one apply.
+        let r = reload(&mut f, dir.path()).unwrap();
+        assert_eq!(r.journaled, 3);
+        assert_eq!(
+            f.list_elements(Family::Inet, TABLE, sets::PUBLISHED4)
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn errors_keep_errno() {
+        let e = RnetError::from(NftError::InvalidArgument("x".into()));
+        assert_eq!(e.errno(), None);
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = FakeBackend::new();
+        let mut a = Batch::new(Family::Inet);
+        a.add_elements_excl(TABLE, sets::HOSTPORTS4, &[hp(8080, 2, "n/a/eth0")]);
+        commit(&mut f, &a, dir.path()).unwrap();
+        let err = commit(&mut f, &a, dir.path()).unwrap_err();
+        assert!(err.is_exists(), "{err}");
+    }
+
+    #[test]
+    fn long_or_odd_tags_are_hashed() {
+        assert_eq!(comment_for("n/c/eth0"), "n/c/eth0");
+        let c = comment_for(&"a".repeat(200));
+        assert!(c.starts_with('#') && c.len() == 17);
+    }
+}
