@@ -3,9 +3,9 @@
 
 use crate::config::BridgeConf;
 use crate::fw::{self, FwAttachment};
+use crate::ipam::delegate;
 use crate::state::{AttachmentState, attachment_tag, host_veth_name, state_path, write_state};
 use ipnet::IpNet;
-use rnet_cni::exec::delegate;
 use rnet_cni::{CmdArgs, CniError, CniResult, Command, Interface, Route, code};
 use rnet_netlink::{
     BridgeOpts, BridgePortOpts, Family, Link, Netlink, NetlinkError, RouteSpec, Scope, VethSpec,

@@ -3,8 +3,8 @@
 
 use crate::config::BridgeConf;
 use crate::fw::{self, FwAttachment};
+use crate::ipam::delegate;
 use crate::state::attachment_tag;
-use rnet_cni::exec::delegate;
 use rnet_cni::{CmdArgs, CniError, Command, code};
 use rnet_netlink::{Family, Netlink, format_mac, parse_mac};
 use rnet_plugin::{container_netns, netlink_error};

@@ -2,11 +2,12 @@
 
 use crate::config::BridgeConf;
 use crate::fw::{self, Installed};
+use crate::ipam::delegate;
 use crate::state::{
     AttachmentState, attachment_tag, host_veth_name, list_states, parse_tag, read_state,
     remove_state, state_path,
 };
-use rnet_cni::exec::{CniEnv, delegate, exec_plugin, find_plugin};
+use rnet_cni::exec::{CniEnv, exec_plugin, find_plugin};
 use rnet_cni::{Attachment, CmdArgs, CniError, Command, code};
 use rnet_netlink::Netlink;
 use rnet_plugin::netlink_error;

@@ -48,6 +48,7 @@ pub mod check;
 pub mod config;
 pub mod del;
 pub mod fw;
+pub mod ipam;
 pub mod state;
 
 use rnet_cni::{Attachment, CmdArgs, CniError, CniResult, Plugin};
