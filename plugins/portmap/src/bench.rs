@@ -1,0 +1,1 @@
+//! Measurement helpers (filled in below).

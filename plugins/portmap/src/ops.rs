@@ -1,0 +1,729 @@
+//! ADD, DEL, CHECK, GC and STATUS. The nftables part is written against
+//! [`Backend`] so it runs on [`rnet_nft::FakeBackend`] in tier-0 tests; the
+//! `cmd_*` functions add the host side effects (sysctl, conntrack).
+
+use crate::config::Config;
+use crate::conntrack::{self, Target};
+use crate::plan::{self, AttachmentState, PortEntry, parse_tag};
+use rnet_cni::{Attachment, CmdArgs, CniError, CniResult, code};
+use rnet_nft::rnet::{self as shared, Journal, RnetError, TABLE, comment_for, sets};
+use rnet_nft::{Backend, Batch, Element, Family, Nft};
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::path::Path;
+
+/// The journal directory name of this plugin (`<root>/nft/portmap`).
+pub const PLUGIN: &str = "portmap";
+
+const PORT_MAPS: [&str; 4] = [
+    sets::HOSTPORTS4,
+    sets::HOSTPORTS6,
+    sets::HOSTIP_PORTS4,
+    sets::HOSTIP_PORTS6,
+];
+const ADDR_SETS: [&str; 4] = [
+    sets::HAIRPIN4,
+    sets::HAIRPIN6,
+    sets::PUBLISHED4,
+    sets::PUBLISHED6,
+];
+
+fn nft_err(what: impl std::fmt::Display) -> impl FnOnce(RnetError) -> CniError {
+    move |e| match e {
+        RnetError::Journal { .. } => CniError::io(format!("{what}: {e}")),
+        RnetError::Nft(_) => CniError::new(code::NFTABLES, format!("{what}: {e}")),
+    }
+}
+
+fn open_nft() -> Result<Nft, CniError> {
+    Nft::new().map_err(|e| {
+        CniError::new(
+            code::NFTABLES,
+            format!("opening an nf_tables netlink socket: {e}"),
+        )
+    })
+}
+
+/// Installs `st`'s elements in one transaction (journal first). A host port
+/// taken by another attachment is error 120 naming the port and its owner,
+/// with nothing changed; elements left by an earlier ADD of the same
+/// attachment are replaced.
+pub fn install<B: Backend + ?Sized>(
+    b: &mut B,
+    st: &AttachmentState,
+    root: &Path,
+) -> Result<(), CniError> {
+    let batch = st.add_batch();
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let tag = st.tag();
+    shared::journal_write(root, &Journal::from_batch(PLUGIN, &tag, &batch))
+        .map_err(nft_err("recording the port mapper's nft elements"))?;
+    let what = || format!("publishing the ports of {tag}");
+    match shared::commit(b, &batch, root) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.is_exists() => {}
+        Err(e) => return Err(nft_err(what())(e)),
+    }
+    let (ours, foreign) = conflicts(b, st)?;
+    if let Some((entry, owner)) = foreign.first() {
+        let who = match parse_tag(owner) {
+            Some((net, cid, ifname)) => {
+                format!("container {cid} (interface {ifname}, network {net})")
+            }
+            None => format!("attachment {owner:?}"),
+        };
+        return Err(CniError::new(
+            code::PORT_TAKEN,
+            format!(
+                "{} is already published by {who}; choose another host port or remove that \
+                 container first",
+                entry.describe()
+            ),
+        ));
+    }
+    if ours.is_empty() {
+        // EEXIST without a visible conflict: a same-key element with other
+        // data in a shared set; report as is.
+        return Err(CniError::new(
+            code::NFTABLES,
+            format!("{}: an element already exists with different data", what()),
+        ));
+    }
+    // A repeated ADD of this attachment: replace its old elements.
+    let mut del = Batch::new(Family::Inet);
+    for (map, els) in &ours {
+        del.delete_elements_lenient(TABLE, map, els);
+    }
+    shared::commit(b, &del, root).map_err(nft_err(what()))?;
+    shared::commit(b, &batch, root).map_err(nft_err(what()))
+}
+
+type Owned = Vec<(&'static str, Vec<Element>)>;
+
+/// Elements of the maps that collide with `st`'s ports: (ours, by key per
+/// map) and (foreign: entry and owner tag).
+fn conflicts<B: Backend + ?Sized>(
+    b: &mut B,
+    st: &AttachmentState,
+) -> Result<(Owned, Vec<(PortEntry, String)>), CniError> {
+    let comment = comment_for(&st.tag());
+    let mut ours: Owned = Vec::new();
+    let mut foreign = Vec::new();
+    for map in PORT_MAPS {
+        let mine: Vec<&PortEntry> = st.ports.iter().filter(|p| p.map() == map).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let existing = b.list_elements(Family::Inet, TABLE, map).map_err(|e| {
+            CniError::new(code::NFTABLES, format!("listing inet {TABLE} {map}: {e}"))
+        })?;
+        let mut own = Vec::new();
+        for e in existing {
+            let Some(p) = mine.iter().find(|p| p.key() == e.key) else {
+                continue;
+            };
+            match e.comment.as_deref() {
+                Some(c) if c == comment => own.push(Element::new(e.key)),
+                other => foreign.push(((*p).clone(), other.unwrap_or("(no owner tag)").to_owned())),
+            }
+        }
+        if !own.is_empty() {
+            ours.push((map, own));
+        }
+    }
+    Ok((ours, foreign))
+}
+
+/// Removes `st`'s elements (lenient; a missing table is restored first, see
+/// [`shared::commit`]), then its journal.
+pub fn uninstall<B: Backend + ?Sized>(
+    b: &mut B,
+    st: &AttachmentState,
+    root: &Path,
+) -> Result<(), CniError> {
+    let batch = st.del_batch();
+    if !batch.is_empty() {
+        shared::commit(b, &batch, root)
+            .map_err(nft_err(format!("unpublishing the ports of {}", st.tag())))?;
+    }
+    shared::journal_remove(root, PLUGIN, &st.tag()).map_err(nft_err("removing the journal"))
+}
+
+/// Elements carrying `keep(comment)` in every port map and address set,
+/// found by listing them (DEL without any record, GC).
+pub fn scan<B: Backend + ?Sized>(
+    b: &mut B,
+    keep: &dyn Fn(&str) -> bool,
+) -> Result<Batch, CniError> {
+    let mut del = Batch::new(Family::Inet);
+    for set in PORT_MAPS.into_iter().chain(ADDR_SETS) {
+        let els = match b.list_elements(Family::Inet, TABLE, set) {
+            Ok(v) => v,
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => {
+                return Err(CniError::new(
+                    code::NFTABLES,
+                    format!("listing inet {TABLE} {set}: {e}"),
+                ));
+            }
+        };
+        let mine: Vec<Element> = els
+            .into_iter()
+            .filter(|e| e.comment.as_deref().is_some_and(keep))
+            .map(|e| Element::new(e.key))
+            .collect();
+        del.delete_elements_lenient(TABLE, set, &mine);
+    }
+    Ok(del)
+}
+
+/// What of `st` is missing or wrong in the kernel (CHECK), one line each.
+pub fn missing<B: Backend + ?Sized>(
+    b: &mut B,
+    st: &AttachmentState,
+) -> Result<Vec<String>, CniError> {
+    let mut out = Vec::new();
+    if !shared::is_current(b).map_err(|e| CniError::new(code::NFTABLES, e.to_string()))? {
+        out.push(format!(
+            "rnet's nftables tables are missing or not at version {:?}",
+            shared::VERSION
+        ));
+        return Ok(out);
+    }
+    let comment = comment_for(&st.tag());
+    for (set, want) in st.port_elements().into_iter().chain(st.set_elements()) {
+        let have = b.list_elements(Family::Inet, TABLE, set).map_err(|e| {
+            CniError::new(code::NFTABLES, format!("listing inet {TABLE} {set}: {e}"))
+        })?;
+        for w in want {
+            match have.iter().find(|h| h.same_key(&w)) {
+                None => out.push(format!(
+                    "{{ {} }} missing in inet {TABLE} {set}",
+                    w.key_text()
+                )),
+                Some(h) if h.data != w.data || h.comment.as_deref() != Some(comment.as_str()) => {
+                    out.push(format!(
+                        "{{ {} }} in inet {TABLE} {set} points elsewhere: {}",
+                        w.key_text(),
+                        h.to_nft_text()
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Conntrack targets of an ADD: UDP and SCTP host ports (stale flows).
+pub fn stale_targets(st: &AttachmentState) -> Vec<Target> {
+    st.ports
+        .iter()
+        .filter(|p| p.proto != crate::config::Proto::Tcp)
+        .map(|p| Target {
+            proto: p.proto.number(),
+            dport: p.host_port,
+            orig_dst: p.host_ip,
+            reply_src: None,
+            v6: p.addr.is_ipv6(),
+        })
+        .collect()
+}
+
+/// Conntrack targets of a DEL: every port, entries translated to the container.
+pub fn removed_targets(st: &AttachmentState) -> Vec<Target> {
+    st.ports
+        .iter()
+        .map(|p| Target {
+            proto: p.proto.number(),
+            dport: p.host_port,
+            orig_dst: p.host_ip,
+            reply_src: Some(p.addr),
+            v6: p.addr.is_ipv6(),
+        })
+        .collect()
+}
+
+fn flush_conntrack(targets: &[Target], when: &str) {
+    if let Err(e) = conntrack::flush(targets) {
+        eprintln!("rnet-portmap: {when}: cannot delete stale conntrack entries: {e}");
+    }
+}
+
+/// `net.ipv4.conf.<bridge>.route_localnet = 1` (never `all`). A bridge that
+/// does not exist in this namespace is skipped.
+fn enable_route_localnet(bridge: &str) -> Result<(), CniError> {
+    if bridge.contains(['/', '.']) {
+        return Ok(());
+    }
+    let path = format!("/proc/sys/net/ipv4/conf/{bridge}/route_localnet");
+    if std::fs::read(&path).is_ok_and(|v| v.first() == Some(&b'1')) {
+        return Ok(());
+    }
+    match rnet_netlink::sysctl_set(&format!("net.ipv4.conf.{bridge}.route_localnet"), "1") {
+        Ok(()) => Ok(()),
+        Err(_) if !Path::new(&path).exists() => Ok(()),
+        Err(e) => Err(CniError::io(format!(
+            "unable to enable route_localnet on {bridge} (needed for localhost publishing; set \
+             \"snat\": false to do without): {e}"
+        ))),
+    }
+}
+
+fn state_file(cfg: &Config, args: &CmdArgs) -> std::path::PathBuf {
+    plan::state_path(
+        &cfg.state_dir(),
+        &cfg.network,
+        &args.container_id,
+        &args.ifname,
+    )
+}
+
+/// ADD.
+pub fn cmd_add(args: &CmdArgs) -> Result<CniResult, CniError> {
+    let cfg = Config::parse(&args.conf)?;
+    let Some(prev) = &args.conf.prev_result else {
+        return Err(CniError::invalid_config(
+            "portmap must be called as a chained plugin: the config has no \"prevResult\"; put it \
+             after the interface plugin (e.g. bridge) in a conflist",
+        ));
+    };
+    let st = AttachmentState::build(&cfg, &args.container_id, &args.ifname, Some(prev))?;
+    if st.is_empty() {
+        return Ok(prev.clone());
+    }
+    let path = state_file(&cfg, args);
+    let old = plan::read_state(&path).ok().flatten();
+    plan::write_state(&path, &st)?;
+    let mut nft = open_nft()?;
+    let res = (|| {
+        if let Some(o) = old.as_ref().filter(|o| **o != st) {
+            // A repeated ADD with other mappings: the old ones go first.
+            uninstall(&mut nft, o, &cfg.state_root)?;
+        }
+        if cfg.snat && st.ports.iter().any(|p| p.addr.is_ipv4()) {
+            if let Some(br) = &st.bridge {
+                enable_route_localnet(br)?;
+            }
+        }
+        install(&mut nft, &st, &cfg.state_root)
+    })();
+    if let Err(e) = res {
+        // Nothing of this ADD stays: its journal and state go (a port
+        // conflict changed nothing in the kernel).
+        let _ = shared::journal_remove(&cfg.state_root, PLUGIN, &st.tag());
+        let _ = plan::remove_state(&path);
+        return Err(e);
+    }
+    let t = stale_targets(&st);
+    if !t.is_empty() {
+        flush_conntrack(&t, "ADD");
+    }
+    Ok(prev.clone())
+}
+
+/// DEL: from the state file; without one, from `prevResult` +
+/// `runtimeConfig`; without those, by listing the maps for the tag.
+pub fn cmd_del(args: &CmdArgs) -> Result<(), CniError> {
+    let cfg = Config::parse(&args.conf)?;
+    let path = state_file(&cfg, args);
+    let st = match plan::read_state(&path) {
+        Ok(Some(st)) => Some(st),
+        Ok(None) => None,
+        Err(e) => {
+            eprintln!("rnet-portmap: {e}; falling back to prevResult");
+            None
+        }
+    };
+    let tag = plan::attachment_tag(&cfg.network, &args.container_id, &args.ifname);
+    let st = match st {
+        Some(st) => st,
+        None => {
+            let built = AttachmentState::build(
+                &cfg,
+                &args.container_id,
+                &args.ifname,
+                args.conf.prev_result.as_ref(),
+            )?;
+            if built.is_empty() {
+                // No record, nothing known: find our elements by tag, if the
+                // table exists at all.
+                let mut nft = open_nft()?;
+                let comment = comment_for(&tag);
+                let del = scan(&mut nft, &|c| c == comment)?;
+                if !del.is_empty() {
+                    nft.commit(&del).map_err(|e| {
+                        CniError::new(code::NFTABLES, format!("unpublishing ports of {tag}: {e}"))
+                    })?;
+                }
+                let _ = shared::journal_remove(&cfg.state_root, PLUGIN, &tag);
+                return Ok(());
+            }
+            built
+        }
+    };
+    let mut nft = open_nft()?;
+    uninstall(&mut nft, &st, &cfg.state_root)?;
+    let t = removed_targets(&st);
+    if !t.is_empty() {
+        flush_conntrack(&t, "DEL");
+    }
+    plan::remove_state(&path)
+}
+
+/// CHECK: every element of `prevResult` + `runtimeConfig` is there and
+/// points at this container.
+pub fn cmd_check(args: &CmdArgs) -> Result<(), CniError> {
+    let cfg = Config::parse(&args.conf)?;
+    let Some(prev) = &args.conf.prev_result else {
+        return Err(CniError::invalid_config(
+            "portmap CHECK needs \"prevResult\" in the config",
+        ));
+    };
+    if cfg.mappings.is_empty() {
+        return Ok(());
+    }
+    let st = AttachmentState::build(&cfg, &args.container_id, &args.ifname, Some(prev))?;
+    let mut nft = open_nft()?;
+    let bad = missing(&mut nft, &st)?;
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(CniError::new(
+            code::NFTABLES,
+            format!(
+                "published ports of {} are not in place: {}",
+                st.tag(),
+                bad.join("; ")
+            ),
+        ))
+    }
+}
+
+/// STATUS: nf_tables must be reachable.
+pub fn cmd_status(args: &CmdArgs) -> Result<(), CniError> {
+    Config::parse(&args.conf)?;
+    Nft::new().map(|_| ()).map_err(|e| {
+        CniError::new(
+            code::NOT_AVAILABLE,
+            format!("nf_tables is not usable, ports cannot be published: {e}"),
+        )
+    })
+}
+
+/// GC: everything of this network whose attachment is not in `valid`:
+/// recorded attachments, orphan elements (by tag), orphan journals.
+pub fn cmd_gc(args: &CmdArgs, valid: &[Attachment]) -> Result<(), CniError> {
+    let cfg = Config::parse(&args.conf)?;
+    let mut nft = open_nft()?;
+    gc(&mut nft, &cfg, valid)
+}
+
+/// GC against any backend.
+pub fn gc<B: Backend + ?Sized>(
+    b: &mut B,
+    cfg: &Config,
+    valid: &[Attachment],
+) -> Result<(), CniError> {
+    let keep: HashSet<String> = valid
+        .iter()
+        .map(|a| {
+            comment_for(&plan::attachment_tag(
+                &cfg.network,
+                &a.container_id,
+                &a.ifname,
+            ))
+        })
+        .collect();
+    let mut errs: Vec<CniError> = Vec::new();
+    for (path, st) in plan::list_states(&cfg.state_dir(), &cfg.network) {
+        let Ok(st) = st else { continue };
+        if keep.contains(&comment_for(&st.tag())) {
+            continue;
+        }
+        match uninstall(b, &st, &cfg.state_root) {
+            Ok(()) => {
+                flush_conntrack(&removed_targets(&st), "GC");
+                if let Err(e) = plan::remove_state(&path) {
+                    errs.push(e);
+                }
+            }
+            Err(e) => errs.push(e),
+        }
+    }
+    let net = cfg.network.clone();
+    let stale = |c: &str| parse_tag(c).is_some_and(|(n, _, _)| n == net) && !keep.contains(c);
+    match scan(b, &stale) {
+        Ok(del) if !del.is_empty() => {
+            if let Err(e) = b.commit(&del) {
+                errs.push(CniError::new(code::NFTABLES, format!("GC of {net}: {e}")));
+            }
+        }
+        Ok(_) => {}
+        Err(e) => errs.push(e),
+    }
+    for (path, j) in shared::journal_list(&cfg.state_root, Some(PLUGIN)) {
+        if stale(&j.tag) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    match errs.into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// The container address a port entry points at (for tests and messages).
+pub fn entry_addr(p: &PortEntry) -> IpAddr {
+    p.addr
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use rnet_cni::NetConf;
+    use rnet_nft::FakeBackend;
+    use serde_json::{Value, json};
+
+    fn prev(v4: &str, v6: Option<&str>) -> Value {
+        let mut ips = vec![json!({"address": v4, "interface": 2})];
+        if let Some(a) = v6 {
+            ips.push(json!({"address": a, "interface": 2}));
+        }
+        json!({
+            "cniVersion": "1.0.0",
+            "interfaces": [
+                {"name": "cni0", "mac": "00:11:22:33:44:55"},
+                {"name": "veth1", "mac": "00:11:22:33:44:56"},
+                {"name": "eth0", "mac": "00:11:22:33:44:57", "sandbox": "/run/netns/x"}
+            ],
+            "ips": ips
+        })
+    }
+
+    fn cfg_with(root: &Path, pm: Value, extra: Value, prev: &Value) -> (Config, NetConf) {
+        let mut c = json!({
+            "cniVersion": "1.0.0", "name": "net1", "type": "portmap",
+            "rnetStateDir": root,
+            "runtimeConfig": {"portMappings": pm},
+            "prevResult": prev,
+        });
+        if let (Value::Object(a), Value::Object(b)) = (&mut c, extra) {
+            a.extend(b);
+        }
+        let nc = NetConf::parse(c.to_string().as_bytes()).unwrap();
+        (Config::parse(&nc).unwrap(), nc)
+    }
+
+    fn state(root: &Path, cid: &str, v4: &str, v6: Option<&str>, pm: Value) -> AttachmentState {
+        let p = prev(v4, v6);
+        let (cfg, nc) = cfg_with(root, pm, json!({}), &p);
+        AttachmentState::build(&cfg, cid, "eth0", nc.prev_result.as_ref()).unwrap()
+    }
+
+    #[test]
+    fn golden_add_and_del_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = state(
+            dir.path(),
+            "c1",
+            "10.88.0.2/16",
+            Some("fd00::2/64"),
+            json!([
+                {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
+                {"hostPort": 5353, "containerPort": 53, "protocol": "udp", "hostIP": "198.51.100.1"},
+                {"hostPort": "9000-9001", "containerPort": "90-91", "protocol": "sctp"},
+            ]),
+        );
+        let want_add = "\
+create element inet rnet hostip_ports4 { 198.51.100.1 . udp . 5353 comment \"net1/c1/eth0\" : 10.88.0.2 . 53 }
+create element inet rnet hostports4 { tcp . 8080 comment \"net1/c1/eth0\" : 10.88.0.2 . 80, sctp . 9000 comment \"net1/c1/eth0\" : 10.88.0.2 . 90, sctp . 9001 comment \"net1/c1/eth0\" : 10.88.0.2 . 91 }
+create element inet rnet hostports6 { tcp . 8080 comment \"net1/c1/eth0\" : fd00::2 . 80, sctp . 9000 comment \"net1/c1/eth0\" : fd00::2 . 90, sctp . 9001 comment \"net1/c1/eth0\" : fd00::2 . 91 }
+add element inet rnet hairpin4 { \"cni0\" . 10.88.0.2 comment \"net1/c1/eth0\" }
+add element inet rnet hairpin6 { \"cni0\" . fd00::2 comment \"net1/c1/eth0\" }
+add element inet rnet published4 { 10.88.0.2 comment \"net1/c1/eth0\" }
+add element inet rnet published6 { fd00::2 comment \"net1/c1/eth0\" }
+";
+        assert_eq!(st.add_batch().render(), want_add);
+        let want_del = "\
+destroy element inet rnet hostip_ports4 { 198.51.100.1 . udp . 5353 }
+destroy element inet rnet hostports4 { tcp . 8080, sctp . 9000, sctp . 9001 }
+destroy element inet rnet hostports6 { tcp . 8080, sctp . 9000, sctp . 9001 }
+destroy element inet rnet hairpin4 { \"cni0\" . 10.88.0.2 }
+destroy element inet rnet hairpin6 { \"cni0\" . fd00::2 }
+destroy element inet rnet published4 { 10.88.0.2 }
+destroy element inet rnet published6 { fd00::2 }
+";
+        assert_eq!(st.del_batch().render(), want_del);
+        assert_eq!(stale_targets(&st).len(), 1 + 4); // udp + 4 sctp entries
+        assert_eq!(removed_targets(&st).len(), 7);
+    }
+
+    #[test]
+    fn snat_off_and_routed_leave_sets_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = prev("10.88.0.2/16", None);
+        let (cfg, nc) = cfg_with(
+            dir.path(),
+            json!([{"hostPort": 8080, "containerPort": 80}]),
+            json!({"snat": false, "rnetRouted": true}),
+            &p,
+        );
+        let st = AttachmentState::build(&cfg, "c1", "eth0", nc.prev_result.as_ref()).unwrap();
+        assert_eq!(
+            st.add_batch().render(),
+            "create element inet rnet hostports4 { tcp . 8080 comment \"net1/c1/eth0\" : 10.88.0.2 . 80 }\n"
+        );
+        // No mappings: only the hairpin element (so neighbours can hairpin).
+        let st = state(dir.path(), "c2", "10.88.0.3/16", None, json!([]));
+        assert_eq!(
+            st.add_batch().render(),
+            "add element inet rnet hairpin4 { \"cni0\" . 10.88.0.3 comment \"net1/c2/eth0\" }\n"
+        );
+    }
+
+    #[test]
+    fn port_taken_is_120_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = FakeBackend::new();
+        let a = state(
+            dir.path(),
+            "a",
+            "10.88.0.2/16",
+            None,
+            json!([{"hostPort": 8080, "containerPort": 80}]),
+        );
+        install(&mut f, &a, dir.path()).unwrap();
+        let before = f.render().unwrap();
+        let b = state(
+            dir.path(),
+            "b",
+            "10.88.0.3/16",
+            None,
+            json!([{"hostPort": 8081, "containerPort": 80}, {"hostPort": 8080, "containerPort": 80}]),
+        );
+        let e = install(&mut f, &b, dir.path()).unwrap_err();
+        assert_eq!(e.code, 120, "{e:?}");
+        assert!(
+            e.msg.contains("tcp port 8080") && e.msg.contains("container a"),
+            "{}",
+            e.msg
+        );
+        assert_eq!(f.render().unwrap(), before);
+        // A repeated ADD of `a` replaces its own elements.
+        let a2 = state(
+            dir.path(),
+            "a",
+            "10.88.0.9/16",
+            None,
+            json!([{"hostPort": 8080, "containerPort": 81}]),
+        );
+        install(&mut f, &a2, dir.path()).unwrap();
+        assert!(missing(&mut f, &a2).unwrap().is_empty());
+        assert!(!missing(&mut f, &a).unwrap().is_empty());
+    }
+
+    #[test]
+    fn del_is_idempotent_and_restores_after_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = FakeBackend::new();
+        let a = state(
+            dir.path(),
+            "a",
+            "10.88.0.2/16",
+            None,
+            json!([{"hostPort": 8080, "containerPort": 80}]),
+        );
+        let b = state(
+            dir.path(),
+            "b",
+            "10.88.0.3/16",
+            None,
+            json!([{"hostPort": 8081, "containerPort": 80}]),
+        );
+        install(&mut f, &a, dir.path()).unwrap();
+        install(&mut f, &b, dir.path()).unwrap();
+        f.flush_ruleset();
+        // DEL of a after a flush: the tables come back with b's elements.
+        uninstall(&mut f, &a, dir.path()).unwrap();
+        uninstall(&mut f, &a, dir.path()).unwrap();
+        assert!(missing(&mut f, &b).unwrap().is_empty());
+        assert_eq!(
+            f.list_elements(Family::Inet, TABLE, sets::HOSTPORTS4)
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn gc_removes_only_invalid_attachments_of_this_network() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = FakeBackend::new();
+        let p = prev("10.88.0.2/16", None);
+        let (cfg, _) = cfg_with(dir.path(), json!([]), json!({}), &p);
+        for (cid, last, port) in [("a", 2, 8080), ("b", 3, 8081)] {
+            let st = state(
+                dir.path(),
+                cid,
+                &format!("10.88.0.{last}/16"),
+                None,
+                json!([{"hostPort": port, "containerPort": 80}]),
+            );
+            plan::write_state(
+                &plan::state_path(&cfg.state_dir(), "net1", cid, "eth0"),
+                &st,
+            )
+            .unwrap();
+            install(&mut f, &st, dir.path()).unwrap();
+        }
+        // An orphan element of another network stays; one of ours without state goes.
+        let mut other = Batch::new(Family::Inet);
+        other.add_elements(
+            TABLE,
+            sets::PUBLISHED4,
+            &[
+                Element::new(rnet_nft::KeyPart::Ipv4("10.1.0.1".parse().unwrap()))
+                    .comment("net2/x/eth0"),
+            ],
+        );
+        other.add_elements(
+            TABLE,
+            sets::PUBLISHED4,
+            &[
+                Element::new(rnet_nft::KeyPart::Ipv4("10.88.0.7".parse().unwrap()))
+                    .comment("net1/z/eth0"),
+            ],
+        );
+        f.commit(&other).unwrap();
+        gc(
+            &mut f,
+            &cfg,
+            &[Attachment {
+                container_id: "a".into(),
+                ifname: "eth0".into(),
+            }],
+        )
+        .unwrap();
+        let hp = f
+            .list_elements(Family::Inet, TABLE, sets::HOSTPORTS4)
+            .unwrap();
+        assert_eq!(hp.len(), 1);
+        assert_eq!(hp[0].comment.as_deref(), Some("net1/a/eth0"));
+        let pubs: Vec<_> = f
+            .list_elements(Family::Inet, TABLE, sets::PUBLISHED4)
+            .unwrap()
+            .into_iter()
+            .filter_map(|e| e.comment)
+            .collect();
+        assert_eq!(
+            pubs,
+            vec!["net1/a/eth0".to_string(), "net2/x/eth0".to_string()]
+        );
+        assert_eq!(shared::journal_list(dir.path(), Some(PLUGIN)).len(), 1);
+        assert_eq!(plan::list_states(&cfg.state_dir(), "net1").len(), 1);
+    }
+}
