@@ -7,6 +7,8 @@
 //!
 //! Run as root from the workspace: `cargo build --release && target/release/rnet-bench`.
 
+mod chain;
+
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use std::io::Write;
@@ -26,20 +28,29 @@ struct Opts {
     /// Directory of rnet's plugin binaries (default: beside this executable).
     #[arg(long)]
     rnet_dir: Option<PathBuf>,
-    /// Scenarios to run (comma-separated): exec, ipam.
-    #[arg(long, default_value = "exec,ipam")]
+    /// Scenarios to run (comma-separated): exec, ipam, chain, chain-portmap, scale, parallel.
+    #[arg(long, default_value = "exec,ipam,chain,scale,parallel")]
     only: String,
+    /// Containers attached in the scale scenario.
+    #[arg(long, default_value_t = 1000)]
+    scale: usize,
+    /// Also run the reference plugins in the scale scenario (slow: minutes).
+    #[arg(long)]
+    scale_reference: bool,
+    /// Parallel ADD counts (comma-separated).
+    #[arg(long, default_value = "20,50")]
+    parallel: String,
 }
 
 /// Summary statistics of one series.
-struct Stats {
+pub(crate) struct Stats {
     median: Duration,
     p90: Duration,
     p99: Duration,
     n: usize,
 }
 
-fn stats(mut v: Vec<Duration>) -> Stats {
+pub(crate) fn stats(mut v: Vec<Duration>) -> Stats {
     v.sort();
     let pick = |q: f64| -> Duration {
         if v.is_empty() {
@@ -104,7 +115,7 @@ fn require(bins: &[&Path]) -> Result<()> {
 }
 
 /// Prints a table of series and the ratio of the first to the second median.
-fn report(title: &str, rows: &[(&str, &Stats)]) {
+pub(crate) fn report(title: &str, rows: &[(&str, &Stats)]) {
     println!("{title}\n");
     println!("| implementation | n | median ms | p90 ms | p99 ms |");
     println!("|---|---|---|---|---|");
@@ -120,11 +131,11 @@ fn report(title: &str, rows: &[(&str, &Stats)]) {
     println!();
 }
 
-fn ratio(a: &Stats, b: &Stats) -> f64 {
+pub(crate) fn ratio(a: &Stats, b: &Stats) -> f64 {
     a.median.as_secs_f64() / b.median.as_secs_f64().max(1e-9)
 }
 
-fn goal_line(what: &str, r: f64, goal: f64, at_most: bool) {
+pub(crate) fn goal_line(what: &str, r: f64, goal: f64, at_most: bool) {
     let met = if at_most { r <= goal } else { r >= goal };
     println!(
         "{what}: **{r:.2}** (goal: {} {goal:.2}) {}\n",
@@ -279,7 +290,39 @@ fn main() -> Result<()> {
         match s.trim() {
             "exec" => exec_floor(&o, &rnet_dir)?,
             "ipam" => ipam(&o, &rnet_dir)?,
-            other => bail!("unknown scenario {other:?}; known: exec, ipam"),
+            "chain" => chain::add_check_del(
+                o.iterations.min(100),
+                &rnet_dir,
+                &o.reference_dir,
+                chain::Shape { portmap: false },
+            )?,
+            "chain-portmap" => chain::add_check_del(
+                o.iterations.min(100),
+                &rnet_dir,
+                &o.reference_dir,
+                chain::Shape { portmap: true },
+            )?,
+            "scale" => chain::scale(
+                o.scale,
+                &rnet_dir,
+                &o.reference_dir,
+                chain::Shape { portmap: false },
+                o.scale_reference,
+            )?,
+            "parallel" => {
+                for n in o.parallel.split(',') {
+                    let n: usize = n.trim().parse().context("--parallel takes numbers")?;
+                    chain::parallel(
+                        n,
+                        &rnet_dir,
+                        &o.reference_dir,
+                        chain::Shape { portmap: false },
+                    )?;
+                }
+            }
+            other => bail!(
+                "unknown scenario {other:?}; known: exec, ipam, chain, chain-portmap, scale, parallel"
+            ),
         }
     }
     Ok(())

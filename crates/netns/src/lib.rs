@@ -72,6 +72,9 @@ use rustix::io::Errno;
 use rustix::mount::{MountPropagationFlags, UnmountFlags};
 use rustix::thread::{LinkNameSpaceType, UnshareFlags};
 
+mod release;
+pub use release::hold_until_exit;
+
 /// Where `ip netns` keeps named namespaces (bind mounts of nsfs inodes).
 pub const NETNS_RUN_DIR: &str = "/run/netns";
 

@@ -88,6 +88,18 @@ impl Nft {
         })
     }
 
+    /// Closes the socket without making this process wait for the kernel's
+    /// deferred cleanup of deleted elements (see `rnet_netns::hold_until_exit`):
+    /// for a DEL whose deletions are committed. Falls back to a plain close.
+    pub fn close_in_background(self) {
+        use std::os::fd::AsRawFd;
+        let fd = self.conn.sock.as_raw_fd();
+        if let Err(e) = rnet_netns::hold_until_exit(&[fd]) {
+            eprintln!("rnet-nft: closing the nf_tables socket in the foreground: {e}");
+        }
+        drop(self);
+    }
+
     /// A client for `ns`: the socket is created on a fresh thread inside `ns`
     /// (the calling thread never switches). A duplicate of the handle is
     /// kept so that [`Nft::apply_ruleset`] runs `nft` in the same namespace.

@@ -231,7 +231,7 @@ pub(crate) struct Ack {
 
 /// One `NETLINK_NETFILTER` socket plus sequence numbers and buffers.
 pub(crate) struct Conn {
-    sock: Socket,
+    pub(crate) sock: Socket,
     port: u32,
     seq: u32,
     recv_buf: Vec<u8>,

@@ -150,16 +150,16 @@ pub fn del(args: &CmdArgs) -> Result<(), CniError> {
             .as_deref()
             .map(|t| s.spawn(move || delegate(Command::Del, args, t)));
         let mut errs = Vec::new();
-        // nft deletions first; the socket stays open until the end (its
-        // close waits for a grace period that passes meanwhile).
-        let mut _nft = None;
+        // nft deletions first. Closing the socket after deleting elements
+        // would wait for the kernel's deferred cleanup (an RCU grace period,
+        // milliseconds): the last close is handed to a short-lived child.
         if !inst.is_empty() {
             match fw::open() {
                 Ok(mut nft) => {
                     if let Err(e) = fw::remove_with(&mut nft, &inst) {
                         errs.push(e);
                     }
-                    _nft = Some(nft);
+                    nft.close_in_background();
                 }
                 Err(e) => errs.push(e),
             }

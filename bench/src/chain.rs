@@ -1,0 +1,409 @@
+//! Chain scenarios: ADD, CHECK and DEL of a whole network configuration list
+//! through the CNI runtime side (prevResult chaining and the result cache, as
+//! libcni does), rnet's plugins against the reference plugins, each in its own
+//! throwaway lab host namespace, interleaved call by call.
+
+use crate::{goal_line, ratio, report, stats};
+use anyhow::{Context, Result, bail};
+use netns_fixtures::{Container, Lab, OutsideConfig};
+use rnet_cni::runtime::{ConfList, Runtime, RuntimeConf};
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+/// One implementation under test: a lab, a runtime over its plugin dir, a conflist.
+pub struct Impl {
+    /// Display name.
+    pub name: String,
+    lab: Lab,
+    rt: Runtime,
+    list: ConfList,
+    containers: Vec<Container>,
+}
+
+/// Which chain: bridge + IPAM, optionally + portmap (one 8080:80 mapping).
+#[derive(Clone, Copy)]
+pub struct Shape {
+    /// Add the port mapper.
+    pub portmap: bool,
+}
+
+fn conflist(rnet: bool, dir: &Path, shape: Shape, subnet: &str) -> Value {
+    let (bridge, ipam, portmap) = if rnet {
+        ("rnet-bridge", "rnet-ipam", "rnet-portmap")
+    } else {
+        ("bridge", "host-local", "portmap")
+    };
+    let mut plugins = vec![json!({
+        "type": bridge, "bridge": "bench0", "isGateway": true, "ipMasq": true,
+        "hairpinMode": true, "rnetStateDir": dir.join("run"),
+        "ipam": {"type": ipam, "subnet": subnet, "dataDir": dir.join("ipam"),
+                 "routes": [{"dst": "0.0.0.0/0"}]}
+    })];
+    if shape.portmap {
+        plugins.push(
+            json!({"type": portmap, "capabilities": {"portMappings": true},
+                            "snat": true, "rnetStateDir": dir.join("run")}),
+        );
+    }
+    // Debian's reference plugins speak up to 1.0.0.
+    json!({"cniVersion": "1.0.0", "name": "benchnet", "plugins": plugins})
+}
+
+impl Impl {
+    /// A fresh lab (host namespace with an uplink) for one implementation.
+    pub fn new(name: &str, rnet: bool, plugin_dir: &Path, shape: Shape) -> Result<Impl> {
+        let lab = Lab::new().context("cannot build a lab (root needed)")?;
+        lab.add_outside(OutsideConfig::default())?;
+        let v = conflist(rnet, lab.state_dir(), shape, "10.200.0.0/16");
+        let list = ConfList::parse(&serde_json::to_vec(&v)?).map_err(|e| anyhow::anyhow!(e))?;
+        let rt = Runtime::new(
+            vec![plugin_dir.to_path_buf()],
+            lab.state_dir().join("cache"),
+        );
+        Ok(Impl {
+            name: name.to_owned(),
+            lab,
+            rt,
+            list,
+            containers: Vec::new(),
+        })
+    }
+
+    fn rt_conf(&self, c: &Container, i: usize, shape: Shape) -> RuntimeConf {
+        let mut caps = serde_json::Map::new();
+        if shape.portmap {
+            // One mapping per container; distinct host ports so many can coexist.
+            let host_port = 10_000 + (i % 50_000) as u64;
+            caps.insert(
+                "portMappings".into(),
+                json!([{"hostPort": host_port, "containerPort": 80, "protocol": "tcp"}]),
+            );
+        }
+        RuntimeConf {
+            container_id: format!("bench{i}"),
+            netns: Some(c.netns_path()),
+            ifname: "eth0".into(),
+            args: Vec::new(),
+            capability_args: caps,
+        }
+    }
+
+    /// Creates container `i` (not attached yet).
+    pub fn new_container(&mut self) -> Result<usize> {
+        let c = self
+            .lab
+            .add_container(&format!("c{}", self.containers.len()))?;
+        self.containers.push(c);
+        Ok(self.containers.len() - 1)
+    }
+
+    fn timed(&self, i: usize, shape: Shape, verb: &str) -> Result<Duration> {
+        let conf = self.rt_conf(&self.containers[i], i, shape);
+        let (rt, list) = (&self.rt, &self.list);
+        let res = self.lab.host().run(|| {
+            let t = Instant::now();
+            let r = match verb {
+                "ADD" => rt.add(list, &conf).map(|_| ()),
+                "CHECK" => rt.check(list, &conf),
+                _ => rt.del(list, &conf),
+            };
+            (t.elapsed(), r)
+        })?;
+        match res {
+            (d, Ok(())) => Ok(d),
+            (_, Err(e)) => bail!("{} {verb} bench{i}: {e}", self.name),
+        }
+    }
+
+    /// ADD of container `i`.
+    pub fn add(&self, i: usize, shape: Shape) -> Result<Duration> {
+        self.timed(i, shape, "ADD")
+    }
+    /// CHECK of container `i`.
+    pub fn check(&self, i: usize, shape: Shape) -> Result<Duration> {
+        self.timed(i, shape, "CHECK")
+    }
+    /// DEL of container `i`.
+    pub fn del(&self, i: usize, shape: Shape) -> Result<Duration> {
+        self.timed(i, shape, "DEL")
+    }
+
+    /// Leases left in the IPAM dataDir (host-local format, both implementations).
+    pub fn leases(&self) -> usize {
+        let dir = self.lab.state_dir().join("ipam").join("benchnet");
+        std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .filter(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .parse::<std::net::IpAddr>()
+                            .is_ok()
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Veths left on the lab host.
+    pub fn veths(&self) -> Result<usize> {
+        let mut nl = self.lab.netlink()?;
+        Ok(nl
+            .link_list()?
+            .iter()
+            .filter(|l| l.kind.as_deref() == Some("veth") && l.name != "uplink0")
+            .count())
+    }
+}
+
+/// Section 3: ADD, CHECK, DEL medians, cold first ADD apart.
+pub fn add_check_del(
+    iterations: usize,
+    rnet_dir: &Path,
+    ref_dir: &Path,
+    shape: Shape,
+) -> Result<()> {
+    let mut ours = Impl::new("rnet", true, rnet_dir, shape)?;
+    let mut theirs = Impl::new("reference", false, ref_dir, shape)?;
+    let (mut cold_a, mut cold_b) = (Duration::ZERO, Duration::ZERO);
+    let mut v: [Vec<Duration>; 6] = Default::default();
+    for i in 0..=iterations {
+        let (a, b) = (ours.new_container()?, theirs.new_container()?);
+        let (ta, tb) = (ours.add(a, shape)?, theirs.add(b, shape)?);
+        if i == 0 {
+            (cold_a, cold_b) = (ta, tb);
+        } else {
+            v[0].push(ta);
+            v[1].push(tb);
+        }
+        v[2].push(ours.check(a, shape)?);
+        v[3].push(theirs.check(b, shape)?);
+        v[4].push(ours.del(a, shape)?);
+        v[5].push(theirs.del(b, shape)?);
+    }
+    let [a, b, c, d, e, f] = v;
+    let (sa, sb, sc, sd, se, sf) = (stats(a), stats(b), stats(c), stats(d), stats(e), stats(f));
+    let what = if shape.portmap {
+        "bridge + IPAM + portmap (one 8080:80 mapping)"
+    } else {
+        "bridge + IPAM"
+    };
+    report(
+        &format!("## 3. {what}: ADD, CHECK, DEL through the runtime side"),
+        &[
+            ("rnet ADD", &sa),
+            ("reference ADD", &sb),
+            ("rnet CHECK", &sc),
+            ("reference CHECK", &sd),
+            ("rnet DEL", &se),
+            ("reference DEL", &sf),
+        ],
+    );
+    println!(
+        "cold first ADD (creates the bridge and the firewall state): rnet {:.3} ms, reference {:.3} ms\n",
+        cold_a.as_secs_f64() * 1e3,
+        cold_b.as_secs_f64() * 1e3
+    );
+    goal_line(
+        "ADD ratio rnet/reference (median)",
+        ratio(&sa, &sb),
+        0.1,
+        true,
+    );
+    goal_line(
+        "DEL ratio rnet/reference (median)",
+        ratio(&se, &sf),
+        0.1,
+        true,
+    );
+    for imp in [&ours, &theirs] {
+        println!(
+            "leftovers after DEL, {}: {} leases, {} veths\n",
+            imp.name,
+            imp.leases(),
+            imp.veths()?
+        );
+    }
+    Ok(())
+}
+
+/// Section 4: attach `n` containers without DEL; ADD time at 1, 10, 100, 500, n.
+pub fn scale(
+    n: usize,
+    rnet_dir: &Path,
+    ref_dir: &Path,
+    shape: Shape,
+    with_reference: bool,
+) -> Result<()> {
+    raise_nofile(4 * n as u64 + 256);
+    let mut imps = vec![Impl::new("rnet", true, rnet_dir, shape)?];
+    if with_reference {
+        imps.push(Impl::new("reference", false, ref_dir, shape)?);
+    }
+    let marks: Vec<usize> = [1, 10, 100, 500, n]
+        .into_iter()
+        .filter(|m| *m <= n)
+        .collect();
+    let mut at: Vec<Vec<(usize, Duration)>> = vec![Vec::new(); imps.len()];
+    // A small window around each mark, median of it, to tame noise.
+    for i in 1..=n {
+        for (k, imp) in imps.iter_mut().enumerate() {
+            let c = imp.new_container()?;
+            let d = imp.add(c, shape)?;
+            if marks.iter().any(|m| i + 2 >= *m && i <= m + 2) {
+                at[k].push((i, d));
+            }
+        }
+    }
+    println!(
+        "## 4. Scale: {n} containers attached without DEL (ADD time, median of the 5 around each mark)\n"
+    );
+    let mut header = String::from("| implementation |");
+    for m in &marks {
+        header.push_str(&format!(" {m} |"));
+    }
+    println!("{header} last/first |");
+    println!("|---|{}---|", "---|".repeat(marks.len()));
+    for (k, imp) in imps.iter().enumerate() {
+        let mut row = format!("| {} |", imp.name);
+        let mut firstlast = (0.0, 0.0);
+        for (j, m) in marks.iter().enumerate() {
+            let mut w: Vec<Duration> = at[k]
+                .iter()
+                .filter(|(i, _)| i + 2 >= *m && *i <= m + 2)
+                .map(|(_, d)| *d)
+                .collect();
+            w.sort();
+            let med = w
+                .get(w.len() / 2)
+                .copied()
+                .unwrap_or_default()
+                .as_secs_f64()
+                * 1e3;
+            if j == 0 {
+                firstlast.0 = med;
+            }
+            firstlast.1 = med;
+            row.push_str(&format!(" {med:.2} |"));
+        }
+        let r = firstlast.1 / firstlast.0.max(1e-9);
+        println!("{row} {r:.2} |");
+    }
+    println!();
+    // DEL everything (timed in total).
+    for imp in &imps {
+        let t = Instant::now();
+        for c in 0..imp.containers.len() {
+            imp.del(c, shape)?;
+        }
+        println!(
+            "DEL of all {n}, {}: {:.1} s; leftovers {} leases, {} veths\n",
+            imp.name,
+            t.elapsed().as_secs_f64(),
+            imp.leases(),
+            imp.veths()?
+        );
+    }
+    Ok(())
+}
+
+/// Section 5: `n` ADDs released at once (threads behind a barrier), on a cold
+/// bridge (first use) and a warm one; then `n` parallel DELs.
+pub fn parallel(n: usize, rnet_dir: &Path, ref_dir: &Path, shape: Shape) -> Result<()> {
+    raise_nofile(4 * n as u64 + 256);
+    println!("## 5. Parallel: {n} ADDs at once\n");
+    println!(
+        "| implementation | bridge | wall ms | succeeded | distinct IPs | DEL wall ms | leftovers |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let mut walls: Vec<(String, f64)> = Vec::new();
+    for (name, rnet, dir) in [("rnet", true, rnet_dir), ("reference", false, ref_dir)] {
+        let mut imp = Impl::new(name, rnet, dir, shape)?;
+        for warm in [false, true] {
+            if warm {
+                // Warm the bridge with one attachment that stays.
+                let c = imp.new_container()?;
+                imp.add(c, shape)?;
+            }
+            let first = imp.containers.len();
+            for _ in 0..n {
+                imp.new_container()?;
+            }
+            let imp_ref = &imp;
+            let run = |verb: &'static str| -> (Duration, Vec<Result<Option<String>>>) {
+                let barrier = Arc::new(Barrier::new(n));
+                let t = Instant::now();
+                let out = std::thread::scope(|s| {
+                    let hs: Vec<_> = (first..first + n)
+                        .map(|i| {
+                            let b = barrier.clone();
+                            s.spawn(move || -> Result<Option<String>> {
+                                let conf = imp_ref.rt_conf(&imp_ref.containers[i], i, shape);
+                                let (rt, list) = (&imp_ref.rt, &imp_ref.list);
+                                let r = imp_ref.lab.host().run(|| {
+                                    b.wait();
+                                    if verb == "ADD" {
+                                        rt.add(list, &conf)
+                                            .map(|r| r.ips.first().map(|ip| ip.address.to_string()))
+                                    } else {
+                                        rt.del(list, &conf).map(|()| None)
+                                    }
+                                })?;
+                                r.map_err(|e| anyhow::anyhow!(e))
+                            })
+                        })
+                        .collect();
+                    hs.into_iter()
+                        .map(|h| {
+                            h.join()
+                                .unwrap_or_else(|_| Err(anyhow::anyhow!("thread panicked")))
+                        })
+                        .collect::<Vec<_>>()
+                });
+                (t.elapsed(), out)
+            };
+            let (wall, res) = run("ADD");
+            let ok = res.iter().filter(|r| r.is_ok()).count();
+            let ips: HashSet<String> = res
+                .iter()
+                .filter_map(|r| r.as_ref().ok().cloned().flatten())
+                .collect();
+            if let Some(Err(e)) = res.iter().find(|r| r.is_err()) {
+                eprintln!("{name}: a parallel ADD failed: {e}");
+            }
+            let (dwall, _) = run("DEL");
+            let left = imp.leases() - usize::from(warm);
+            println!(
+                "| {name} | {} | {:.1} | {ok}/{n} | {} | {:.1} | {left} leases |",
+                if warm { "warm" } else { "cold" },
+                wall.as_secs_f64() * 1e3,
+                ips.len(),
+                dwall.as_secs_f64() * 1e3
+            );
+            if warm {
+                walls.push((name.to_owned(), wall.as_secs_f64()));
+            }
+        }
+    }
+    println!();
+    if let [(_, a), (_, b)] = walls.as_slice() {
+        goal_line(
+            "warm parallel wall time rnet/reference",
+            a / b.max(1e-9),
+            0.1,
+            true,
+        );
+    }
+    Ok(())
+}
+
+fn raise_nofile(want: u64) {
+    let want = rustix::process::Rlimit {
+        current: Some(want),
+        maximum: Some(want.max(1_048_576)),
+    };
+    let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, want);
+}
