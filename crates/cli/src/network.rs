@@ -297,7 +297,7 @@ pub fn render(ctx: &Ctx, o: &CreateOpts, bridge: &str) -> Value {
         "isGateway": true,
         "ipMasq": !o.internal,
         "hairpinMode": true,
-        "rnetStateDir": ctx.state_dir.join("run").join("bridge"),
+        "rnetStateDir": ctx.state_dir.join("run"),
         "ipam": {"type": "rnet-ipam", "ranges": sets, "routes": routes,
                  "dataDir": ctx.state_dir.join("ipam")},
     });

@@ -26,6 +26,7 @@ fn ipam_dir(lab: &Lab) -> PathBuf {
     lab.state_dir().join("ipam")
 }
 
+/// The bridge plugin's own state: `<rnetStateDir>/bridge`.
 fn state_dir(lab: &Lab) -> PathBuf {
     lab.state_dir().join("bridge")
 }
@@ -40,7 +41,7 @@ fn conf(lab: &Lab, name: &str, bridge: &str, subnets: &[&str], extra: Value) -> 
         "type": "bridge",
         "bridge": bridge,
         "isGateway": true,
-        "rnetStateDir": state_dir(lab),
+        "rnetStateDir": lab.state_dir(),
         "ipam": {"type": "host-local", "ranges": ranges, "dataDir": ipam_dir(lab)},
     });
     merge(&mut c, extra);

@@ -40,7 +40,7 @@ impl Undo<'_> {
             return;
         }
         if let Some(inst) = self.fw.take() {
-            if let Err(e) = fw::remove(&inst) {
+            if let Err(e) = fw::remove(&inst, &self.conf.state_root) {
                 eprintln!("rnet-bridge: rollback: {e}");
             }
         }
@@ -229,7 +229,7 @@ fn add_inner(
                 isolation: conf.isolation,
                 spoof_mac,
             },
-            &conf.state_dir,
+            &conf.state_root,
         )?;
         st.masq = !masq.is_empty();
         st.spoofchk = spoof_mac.is_some();

@@ -14,9 +14,11 @@ use std::path::PathBuf;
 /// The bridge used when the config names none (as the reference).
 pub const DEFAULT_BRIDGE: &str = "cni0";
 
-/// Where per-attachment state lives unless `rnetStateDir` says otherwise.
-/// A tmpfs: containers do not survive a reboot, neither should their state.
-pub const DEFAULT_STATE_DIR: &str = "/run/rnet/bridge";
+/// rnet's state root unless `rnetStateDir` says otherwise (shared by every
+/// rnet plugin of a network: the bridge keeps its files in `<root>/bridge`,
+/// the nftables journal is `<root>/nft`). A tmpfs: containers do not survive
+/// a reboot, neither should their state.
+pub const DEFAULT_STATE_ROOT: &str = "/run/rnet";
 
 /// The `ipMasqBackend` values the reference accepts. rnet always installs
 /// nftables rules (in its own `inet rnet` table); the value is only validated.
@@ -69,7 +71,9 @@ pub struct BridgeConf {
     pub isolation: bool,
     /// The container MAC: `runtimeConfig.mac` > `args.cni.mac` > `CNI_ARGS MAC=`.
     pub mac: Option<[u8; 6]>,
-    /// rnet extension `rnetStateDir` (default [`DEFAULT_STATE_DIR`]).
+    /// rnet extension `rnetStateDir`: the state root (default [`DEFAULT_STATE_ROOT`]).
+    pub state_root: PathBuf,
+    /// This plugin's own state: `<state_root>/bridge`.
     pub state_dir: PathBuf,
     /// `ipam.type`, if any (no IPAM: layer 2 only).
     pub ipam_type: Option<String>,
@@ -161,15 +165,16 @@ impl BridgeConf {
             ));
         }
         let mac = mac_option(obj, env_mac)?;
-        let state_dir = opt_str(obj, "rnetStateDir")?
+        let state_root = opt_str(obj, "rnetStateDir")?
             .filter(|s| !s.is_empty())
-            .map_or_else(|| PathBuf::from(DEFAULT_STATE_DIR), PathBuf::from);
-        if !state_dir.is_absolute() {
+            .map_or_else(|| PathBuf::from(DEFAULT_STATE_ROOT), PathBuf::from);
+        if !state_root.is_absolute() {
             return Err(invalid(
                 "rnetStateDir",
-                format!("{} is not an absolute path", state_dir.display()),
+                format!("{} is not an absolute path", state_root.display()),
             ));
         }
+        let state_dir = state_root.join("bridge");
         Ok(BridgeConf {
             bridge,
             is_gateway,
@@ -190,6 +195,7 @@ impl BridgeConf {
             port_isolation: opt_bool(obj, "portIsolation")?,
             isolation: opt_bool(obj, "isolation")?,
             mac,
+            state_root,
             state_dir,
             ipam_type,
         })
@@ -364,7 +370,10 @@ mod tests {
         assert_eq!(c.bridge, "cni0");
         assert!(!c.is_gateway && !c.ip_masq && !c.hairpin && !c.vlan_filtering());
         assert_eq!(c.mtu, None);
-        assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+        assert_eq!(
+            c.state_dir,
+            PathBuf::from(DEFAULT_STATE_ROOT).join("bridge")
+        );
         assert_eq!(c.mac, None);
         assert_eq!(c.ipam_type, None);
     }
@@ -391,7 +400,7 @@ mod tests {
         assert!(c.preserve_default_vlan && c.enable_dad && c.macspoofchk);
         assert!(c.port_isolation && c.isolation);
         assert_eq!(c.mac, Some([0x0a, 0x58, 0x0a, 0xf4, 0, 5]));
-        assert_eq!(c.state_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.state_dir, PathBuf::from("/tmp/x/bridge"));
         assert_eq!(c.ipam_type.as_deref(), Some("host-local"));
         let c = parse(json!({"ipMasqBackend":"iptables","mtu":0,"vlanTrunk":[]})).unwrap();
         assert_eq!(c.ip_masq_backend, Some(MasqBackend::Iptables));

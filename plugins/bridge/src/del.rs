@@ -156,7 +156,7 @@ pub fn del(args: &CmdArgs) -> Result<(), CniError> {
         if !inst.is_empty() {
             match fw::open() {
                 Ok(mut nft) => {
-                    if let Err(e) = fw::remove_with(&mut nft, &inst) {
+                    if let Err(e) = fw::remove_with(&mut nft, &inst, &conf.state_root) {
                         errs.push(e);
                     }
                     nft.close_in_background();
@@ -234,7 +234,7 @@ fn gc_one(
     }
     let inst = Installed::from_state(st);
     if !inst.is_empty() {
-        if let Err(e) = fw::remove(&inst) {
+        if let Err(e) = fw::remove(&inst, &conf.state_root) {
             errs.push(e);
         }
     }
@@ -310,7 +310,7 @@ pub fn gc(args: &CmdArgs, valid: &[Attachment]) -> Result<(), CniError> {
         Err(e) => errs.push(netlink_error(e).context("listing links for GC")),
     }
     let mut bridge_exists = |name: &str| !matches!(nl.link_by_name(name), Ok(None));
-    if let Err(e) = fw::gc(network, &valid_tags, &mut bridge_exists) {
+    if let Err(e) = fw::gc(network, &valid_tags, &mut bridge_exists, &conf.state_root) {
         errs.push(e);
     }
     if let Some(t) = conf.ipam_type.as_deref() {

@@ -21,80 +21,14 @@
 use crate::state::{AttachmentState, parse_tag};
 use ipnet::IpNet;
 use rnet_cni::{CniError, code};
-use rnet_nft::{Batch, Chain, Element, Family, KeyPart, Nft, NftError, Ruleset, Set, Table};
+use rnet_nft::rnet::{Journal, RnetError};
+pub use rnet_nft::rnet::{TABLE, bridge_table, comment_for, inet_table, sets};
+use rnet_nft::{Batch, Element, Family, KeyPart, Nft, NftError};
 use std::collections::HashSet;
 use std::path::Path;
 
-/// The table name (in families `inet` and `bridge`).
-pub const TABLE: &str = "rnet";
-
-/// Sets of `table inet rnet`.
-pub mod sets {
-    /// Container IPv4 addresses of `ipMasq` networks.
-    pub const MASQ4: &str = "masq4";
-    /// Container IPv6 addresses of `ipMasq` networks.
-    pub const MASQ6: &str = "masq6";
-    /// Every bridge rnet attached something to (shared; GC removes bridges that are gone).
-    pub const BRIDGES: &str = "bridges";
-    /// `"br" . "br"` for each bridge: traffic that stays on one bridge.
-    pub const BRIDGE_SELF: &str = "bridge_self";
-    /// Bridges of networks with `"isolation": true`.
-    pub const ISOLATED: &str = "isolated";
-    /// `table bridge rnet`: host veths under the spoof check.
-    pub const SPOOF_PORTS: &str = "spoofchk_ports";
-    /// `table bridge rnet`: `veth . mac` pairs allowed.
-    pub const SPOOF_OK: &str = "spoofchk_ok";
-}
-
-/// `table inet rnet` as the bridge plugin needs it.
-///
-/// Masquerade: traffic from a masqueraded container address that leaves
-/// through anything but an rnet bridge (and is not multicast) gets the
-/// outgoing interface's address. Isolation: forwarding between an isolated
-/// rnet bridge and any other rnet bridge is dropped; traffic to and from
-/// non-bridge interfaces (the uplink: outbound and published ports) is not
-/// affected.
-///
-/// The port-publishing plugin will add its own sets and chains to this table;
-/// the complete definition then has to move to one place both use
-/// (`rnet-nft`), because the slow path replaces the whole table.
-pub fn inet_table() -> Table {
-    Table::new(Family::Inet, TABLE)
-        .comment("rnet v1")
-        .set(Set::new(sets::MASQ4, "ipv4_addr"))
-        .set(Set::new(sets::MASQ6, "ipv6_addr"))
-        .set(Set::new(sets::BRIDGES, "ifname"))
-        .set(Set::new(sets::BRIDGE_SELF, "ifname . ifname"))
-        .set(Set::new(sets::ISOLATED, "ifname"))
-        .chain(
-            Chain::base("postrouting", "nat", "postrouting", "srcnat")
-                .policy("accept")
-                .rule("ip saddr @masq4 oifname != @bridges ip daddr != 224.0.0.0/4 masquerade")
-                .rule("ip6 saddr @masq6 oifname != @bridges ip6 daddr != ff00::/8 masquerade"),
-        )
-        .chain(
-            Chain::base("forward", "filter", "forward", "filter")
-                .policy("accept")
-                .rule("iifname @isolated oifname @bridges iifname . oifname != @bridge_self drop")
-                .rule("iifname @bridges oifname @isolated iifname . oifname != @bridge_self drop"),
-        )
-}
-
-/// `table bridge rnet`: frames entering the bridge from a checked host veth
-/// whose source MAC is not the container's are dropped (`macspoofchk`).
-/// Flat: two set lookups per frame, whatever the number of containers (the
-/// reference adds two chains and a jump rule per container).
-pub fn bridge_table() -> Table {
-    Table::new(Family::Bridge, TABLE)
-        .comment("rnet v1")
-        .set(Set::new(sets::SPOOF_PORTS, "ifname"))
-        .set(Set::new(sets::SPOOF_OK, "ifname . ether_addr"))
-        .chain(
-            Chain::base("prerouting", "filter", "prerouting", "-300")
-                .policy("accept")
-                .rule("iifname @spoofchk_ports iifname . ether saddr != @spoofchk_ok drop"),
-        )
-}
+/// The journal's name for this plugin (`<stateRoot>/nft/bridge/`).
+pub const JOURNAL: &str = "bridge";
 
 /// What one attachment asks of the firewall.
 #[derive(Debug, Clone)]
@@ -155,21 +89,6 @@ impl Installed {
 
 fn nft_err(what: impl std::fmt::Display) -> impl FnOnce(NftError) -> CniError {
     move |e| CniError::new(code::NFTABLES, format!("{what}: {e}"))
-}
-
-/// The element comment of a tag: the tag itself, or `#` + a hash when it is
-/// longer than nft allows.
-pub fn comment_for(tag: &str) -> String {
-    if tag.len() <= rnet_nft::MAX_COMMENT_LEN {
-        tag.to_owned()
-    } else {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in tag.bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        format!("#{h:016x}")
-    }
 }
 
 fn ifname(s: &str) -> KeyPart {
@@ -236,118 +155,51 @@ fn batch_of(family: Family, adds: &[(&'static str, Vec<Element>)]) -> Batch {
     b
 }
 
-/// Commits `batch`; if the table is missing, creates it (slow path, locked),
-/// re-adds the elements recorded in the state files, and retries.
-fn commit_or_bootstrap(nft: &mut Nft, batch: &Batch, state_dir: &Path) -> Result<(), CniError> {
+fn rnet_err(what: impl std::fmt::Display) -> impl FnOnce(RnetError) -> CniError {
+    move |e| CniError::new(code::NFTABLES, format!("{what}: {e}"))
+}
+
+/// Commits `batch` through the shared slow path: if rnet's tables are
+/// missing or outdated, they are restored with every plugin's journaled
+/// elements (one `nft -f -`), then the batch is retried.
+fn commit(nft: &mut Nft, batch: &Batch, state_root: &Path) -> Result<(), CniError> {
     let family = batch.family();
-    match nft.commit(batch) {
-        Ok(()) => return Ok(()),
-        Err(e) if e.is_not_found() => {}
-        Err(e) => {
-            return Err(nft_err(format!(
-                "adding elements to table {family} {TABLE}"
-            ))(e));
-        }
-    }
-    let _lock = lock(state_dir)?;
-    // Another ADD may have created it while we waited for the lock.
-    match nft.commit(batch) {
-        Ok(()) => return Ok(()),
-        Err(e) if e.is_not_found() => {}
-        Err(e) => {
-            return Err(nft_err(format!(
-                "adding elements to table {family} {TABLE}"
-            ))(e));
-        }
-    }
-    let table = if family == Family::Bridge {
-        bridge_table()
-    } else {
-        inet_table()
-    };
-    let text = Ruleset::new()
-        .table(table)
-        .render()
-        .map_err(nft_err("rendering the rnet table"))?;
-    nft.apply_ruleset(&text).map_err(nft_err(format!(
-        "creating table {family} {TABLE} with nft -f"
-    )))?;
-    // Recovery: whatever the state files say we own goes back in.
-    let restore = restore_batch(family, state_dir);
-    if !restore.is_empty() {
-        if let Err(e) = nft.commit(&restore) {
-            eprintln!("rnet-bridge: re-adding recorded nft elements: {e}");
-        }
-    }
-    nft.commit(batch).map_err(nft_err(format!(
+    rnet_nft::rnet::commit(nft, batch, state_root).map_err(rnet_err(format!(
         "adding elements to table {family} {TABLE}"
     )))
 }
 
-/// Every element recorded in the state files of every network, for `family`.
-fn restore_batch(family: Family, state_dir: &Path) -> Batch {
-    let mut b = Batch::new(family);
-    let Ok(nets) = std::fs::read_dir(state_dir) else {
-        return b;
-    };
-    for net in nets.flatten() {
-        if !net.path().is_dir() {
-            continue;
-        }
-        let name = net.file_name().to_string_lossy().into_owned();
-        for (_, st) in crate::state::list_states(state_dir, &name) {
-            let Ok(st) = st else { continue };
-            let comment = comment_for(&st.tag());
-            let adds = if family == Family::Bridge {
-                match (st.spoofchk, rnet_netlink::parse_mac(&st.mac)) {
-                    (true, Ok(mac)) => spoof_elements(&st.host_veth, mac, &comment),
-                    _ => Vec::new(),
-                }
-            } else {
-                let masq = if st.masq { st.ips.as_slice() } else { &[] };
-                inet_elements(&st.bridge, st.isolated, masq, &comment)
-            };
-            for (set, els) in &adds {
-                b.add_elements(TABLE, set, els);
-            }
-        }
-    }
-    b
-}
-
-/// An exclusive `flock` on `<stateDir>/nft.lock`, held while the guard lives.
-fn lock(state_dir: &Path) -> Result<std::fs::File, CniError> {
-    let _ = std::fs::create_dir_all(state_dir);
-    let p = state_dir.join("nft.lock");
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&p)
-        .map_err(|e| CniError::io(format!("cannot open lock file {}: {e}", p.display())))?;
-    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
-        .map_err(|e| CniError::io(format!("cannot lock {}: {e}", p.display())))?;
-    Ok(f)
-}
-
 /// Installs the attachment's elements (and the shared ones it needs): one
 /// batch per table family.
-pub fn install(att: &FwAttachment<'_>, state_dir: &Path) -> Result<Installed, CniError> {
+pub fn install(att: &FwAttachment<'_>, state_root: &Path) -> Result<Installed, CniError> {
     let comment = comment_for(att.tag);
-    let mut nft = Nft::new().map_err(nft_err("opening an nf_tables netlink socket"))?;
-    if let Some(mac) = att.spoof_mac {
-        let b = batch_of(
+    let spoof = att.spoof_mac.map(|mac| {
+        batch_of(
             Family::Bridge,
             &spoof_elements(att.host_veth, mac, &comment),
-        );
-        commit_or_bootstrap(&mut nft, &b, state_dir)?;
+        )
+    });
+    let inet = batch_of(
+        Family::Inet,
+        &inet_elements(att.bridge, att.isolation, att.masq, &comment),
+    );
+    // The journal first (an intent log): whoever restores rnet's tables after
+    // a flush puts these elements back too.
+    let mut journal = Journal::from_batch(JOURNAL, att.tag, &inet);
+    if let Some(b) = &spoof {
+        journal
+            .entries
+            .extend(Journal::from_batch(JOURNAL, att.tag, b).entries);
+    }
+    rnet_nft::rnet::journal_write(state_root, &journal)
+        .map_err(rnet_err("recording the attachment's nft elements"))?;
+    let mut nft = Nft::new().map_err(nft_err("opening an nf_tables netlink socket"))?;
+    if let Some(b) = &spoof {
+        commit(&mut nft, b, state_root)?;
     }
     {
-        let b = batch_of(
-            Family::Inet,
-            &inet_elements(att.bridge, att.isolation, att.masq, &comment),
-        );
-        if let Err(e) = commit_or_bootstrap(&mut nft, &b, state_dir) {
+        let b = inet;
+        if let Err(e) = commit(&mut nft, &b, state_root) {
             if let Some(mac) = att.spoof_mac {
                 let mut undo = Batch::new(Family::Bridge);
                 for (set, els) in spoof_elements(att.host_veth, mac, &comment) {
@@ -397,9 +249,9 @@ fn find_by_comment(
 }
 
 /// Removes an attachment's elements; missing ones are fine.
-pub fn remove(inst: &Installed) -> Result<(), CniError> {
+pub fn remove(inst: &Installed, state_root: &Path) -> Result<(), CniError> {
     let mut nft = open()?;
-    remove_with(&mut nft, inst)
+    remove_with(&mut nft, inst, state_root)
 }
 
 /// An nf_tables socket in the calling thread's namespace.
@@ -411,7 +263,7 @@ pub fn open() -> Result<Nft, CniError> {
 /// for an RCU grace period (see `rnet-nft`'s measured costs), so DEL deletes
 /// first and closes the socket last: the grace period passes while it does
 /// its other work.
-pub fn remove_with(nft: &mut Nft, inst: &Installed) -> Result<(), CniError> {
+pub fn remove_with(nft: &mut Nft, inst: &Installed, state_root: &Path) -> Result<(), CniError> {
     let comment = comment_for(&inst.tag);
     let mut b = Batch::new(Family::Inet);
     let mut v4 = Vec::new();
@@ -453,6 +305,12 @@ pub fn remove_with(nft: &mut Nft, inst: &Installed) -> Result<(), CniError> {
         }
         if let Err(e) = commit_delete(nft, &b) {
             errs.push(e);
+        }
+    }
+    if errs.is_empty() {
+        // The elements are gone: so is the record that would restore them.
+        if let Err(e) = rnet_nft::rnet::journal_remove(state_root, JOURNAL, &inst.tag) {
+            errs.push(rnet_err("removing the attachment's nft record")(e));
         }
     }
     match errs.into_iter().next() {
@@ -507,7 +365,15 @@ pub fn gc(
     network: &str,
     valid: &HashSet<String>,
     bridge_exists: &mut dyn FnMut(&str) -> bool,
+    state_root: &Path,
 ) -> Result<(), CniError> {
+    for (path, j) in rnet_nft::rnet::journal_list(state_root, Some(JOURNAL)) {
+        let stale =
+            parse_tag(&j.tag).is_some_and(|(n, _, _)| n == network) && !valid.contains(&j.tag);
+        if stale {
+            let _ = std::fs::remove_file(path);
+        }
+    }
     let mut nft = Nft::new().map_err(nft_err("opening an nf_tables netlink socket"))?;
     let stale = |c: &str| parse_tag(c).is_some_and(|(n, _, _)| n == network) && !valid.contains(c);
     let mut errs = Vec::new();
@@ -567,6 +433,7 @@ pub fn gc(
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+    use rnet_nft::Ruleset;
 
     #[test]
     fn golden_tables() {
