@@ -60,40 +60,52 @@ pub fn apply(reg: &mut Registry, req: &Request) -> Result<Vec<crate::registry::C
     }
 }
 
+/// Reads the registry as a resolver would restore it, without writing
+/// anything (for a plugin deciding whether a resolver must be started).
+pub fn load_readonly(dir: &Path) -> Result<Registry, DnsError> {
+    load(dir)
+}
+
+fn load(dir: &Path) -> Result<Registry, DnsError> {
+    let reg_path = dir.join(REGISTRY_FILE);
+    let mut reg = match std::fs::read(&reg_path) {
+        Ok(bytes) => {
+            let f: RegistryFile =
+                serde_json::from_slice(&bytes).map_err(|e| DnsError::Corrupt {
+                    path: reg_path.clone(),
+                    reason: e.to_string(),
+                })?;
+            Registry::from_file(f)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Registry::default(),
+        Err(e) => {
+            return Err(DnsError::io(format!("reading {}", reg_path.display()), e));
+        }
+    };
+    let jpath = dir.join(JOURNAL_FILE);
+    match File::open(&jpath) {
+        Ok(f) => {
+            for line in BufReader::new(f).split(b'\n') {
+                let line =
+                    line.map_err(|e| DnsError::io(format!("reading {}", jpath.display()), e))?;
+                // A line that does not parse was torn by a crash and never acked.
+                if let Ok(req) = serde_json::from_slice::<Request>(&line) {
+                    let _ignored = apply(&mut reg, &req);
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(DnsError::io(format!("reading {}", jpath.display()), e)),
+    }
+    Ok(reg)
+}
+
 impl Store {
     /// Loads the registry from `dir` (registry.json, then the journal),
     /// folds the journal in, and opens it for appending.
     pub fn open(dir: &Path) -> Result<(Store, Registry), DnsError> {
-        let reg_path = dir.join(REGISTRY_FILE);
-        let mut reg = match std::fs::read(&reg_path) {
-            Ok(bytes) => {
-                let f: RegistryFile =
-                    serde_json::from_slice(&bytes).map_err(|e| DnsError::Corrupt {
-                        path: reg_path.clone(),
-                        reason: e.to_string(),
-                    })?;
-                Registry::from_file(f)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Registry::default(),
-            Err(e) => {
-                return Err(DnsError::io(format!("reading {}", reg_path.display()), e));
-            }
-        };
+        let reg = load(dir)?;
         let jpath = dir.join(JOURNAL_FILE);
-        match File::open(&jpath) {
-            Ok(f) => {
-                for line in BufReader::new(f).split(b'\n') {
-                    let line =
-                        line.map_err(|e| DnsError::io(format!("reading {}", jpath.display()), e))?;
-                    // A line that does not parse was torn by a crash and never acked.
-                    if let Ok(req) = serde_json::from_slice::<Request>(&line) {
-                        let _ignored = apply(&mut reg, &req);
-                    }
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(DnsError::io(format!("reading {}", jpath.display()), e)),
-        }
         let mut store = Store {
             dir: dir.to_owned(),
             journal: open_journal(&jpath)?,

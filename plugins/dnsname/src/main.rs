@@ -1,1 +1,7 @@
-fn main() {}
+//! `rnet-dnsname` (also installed as `dnsname`): container names in DNS.
+fn main() {
+    rnet_cni::skel::run(
+        &rnet_dnsname::DnsnamePlugin,
+        concat!("rnet dnsname plugin v", env!("CARGO_PKG_VERSION")),
+    )
+}
