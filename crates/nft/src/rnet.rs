@@ -189,7 +189,7 @@ pub fn inet_table() -> Table {
         .chain(
             Chain::base("pm_raw", "filter", "prerouting", "raw")
                 .policy("accept")
-                .rule("iifname != \"lo\" ip daddr 127.0.0.0/8 drop"),
+                .rule("iifname != \"lo\" ip daddr 127.0.0.0/8 counter drop"),
         )
         .chain(
             Chain::base("pm_guard", "filter", "prerouting", "dstnat - 10")

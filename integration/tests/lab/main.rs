@@ -9,4 +9,5 @@ mod common;
 mod host;
 mod ipam;
 mod none;
+mod portmap;
 mod protocol;
