@@ -6,6 +6,7 @@
 mod bridge;
 mod cli;
 mod common;
+mod dns;
 mod host;
 mod ipam;
 mod none;
