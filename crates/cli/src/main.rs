@@ -72,19 +72,87 @@ enum Cmd {
         after_help = "Examples:\n  rnet ls\n  rnet ls -q\n  rnet ls --format json\n  rnet ls --filter driver=bridge --filter label=team=a"
     )]
     Ls(LsArgs),
-    /// Show networks (JSON): config, subnets, attached containers with addresses.
-    #[command(after_help = "Example:\n  rnet inspect web")]
+    /// Show containers or networks (JSON): config, subnets, attachments with addresses.
+    #[command(after_help = "Example:\n  rnet inspect web\n  rnet inspect c1")]
     Inspect {
-        /// Network names.
+        /// Container or network names.
         #[arg(required = true)]
         names: Vec<String>,
     },
-    /// Remove networks (refused while containers are attached).
-    #[command(visible_alias = "remove", after_help = "Example:\n  rnet rm web")]
+    /// Remove containers, or networks (a network is refused while containers are attached).
+    #[command(
+        visible_alias = "remove",
+        after_help = "Examples:\n  rnet rm web     (a container named web, else the network web)\n  rnet rm -f c1   (stop and remove a running container)"
+    )]
     Rm {
-        /// Network names.
+        /// Stop running containers first.
+        #[arg(short, long)]
+        force: bool,
+        /// Container or network names.
         #[arg(required = true)]
         names: Vec<String>,
+    },
+    /// Run a command in a new lab container (a network namespace) attached to networks.
+    #[command(
+        after_help = "Examples:\n  rnet run --name web --network mynet -p 8080:80 -d -- busybox httpd -f -p 80\n  rnet run --network mynet -- ping -c1 web\n  rnet run --network host -- ip addr\n  rnet run --network none -- ip link"
+    )]
+    Run(RunArgs),
+    /// List lab containers.
+    #[command(after_help = "Examples:\n  rnet ps\n  rnet ps -a")]
+    Ps {
+        /// Also stopped containers.
+        #[arg(short, long)]
+        all: bool,
+        /// Only IDs.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Stop lab containers (networks detached, process stopped; `rnet rm` removes them).
+    #[command(after_help = "Example:\n  rnet stop web")]
+    Stop {
+        /// Seconds to wait after SIGTERM before SIGKILL.
+        #[arg(short, long, default_value_t = 10)]
+        time: u64,
+        /// Container names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Run a command inside a running lab container.
+    #[command(after_help = "Example:\n  rnet exec web -- wget -qO- http://other")]
+    Exec {
+        /// Container name.
+        name: String,
+        /// The command.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Connect a running container to another network.
+    #[command(after_help = "Example:\n  rnet connect backend web")]
+    Connect {
+        /// Network.
+        network: String,
+        /// Container.
+        name: String,
+        /// Static address on that network.
+        #[arg(long)]
+        ip: Option<std::net::IpAddr>,
+        /// DNS alias on that network.
+        #[arg(long)]
+        alias: Vec<String>,
+    },
+    /// Disconnect a container from a network.
+    #[command(after_help = "Example:\n  rnet disconnect backend web")]
+    Disconnect {
+        /// Network.
+        network: String,
+        /// Container.
+        name: String,
+    },
+    /// List a container's published ports.
+    #[command(after_help = "Example:\n  rnet port web")]
+    Port {
+        /// Container.
+        name: String,
     },
     /// Remove every network that has no container attached (built-ins stay).
     #[command(after_help = "Example:\n  rnet prune")]
@@ -160,6 +228,31 @@ struct CreateArgs {
 }
 
 #[derive(Args, Debug)]
+struct RunArgs {
+    /// Container name (default: generated).
+    #[arg(long)]
+    name: Option<String>,
+    /// Network to attach (repeatable; default `bridge`; also `host`, `none`).
+    #[arg(long = "network", visible_alias = "net")]
+    network: Vec<String>,
+    /// Publish [hostIP:]hostPort[-end]:containerPort[-end][/proto] (repeatable).
+    #[arg(short = 'p', long = "publish")]
+    publish: Vec<String>,
+    /// Static address on the first network.
+    #[arg(long)]
+    ip: Option<std::net::IpAddr>,
+    /// DNS alias on the networks (repeatable).
+    #[arg(long)]
+    alias: Vec<String>,
+    /// Run in the background and print the container ID.
+    #[arg(short, long)]
+    detach: bool,
+    /// The command and its arguments (after `--`).
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
 struct LsArgs {
     /// Only names (Docker prints IDs; rnet's IDs are derived from names).
     #[arg(short, long)]
@@ -224,10 +317,44 @@ fn main() {
     let res: Result<()> = match cli.cmd {
         Cmd::Create(a) | Cmd::Network(NetworkCmd::Create(a)) => create(&ctx, a),
         Cmd::Ls(a) | Cmd::Network(NetworkCmd::Ls(a)) => ls(&ctx, &a),
-        Cmd::Inspect { names } | Cmd::Network(NetworkCmd::Inspect { names }) => {
-            inspect(&ctx, &names)
-        }
-        Cmd::Rm { names } | Cmd::Network(NetworkCmd::Rm { names }) => rm(&ctx, &names),
+        Cmd::Inspect { names } => inspect_any(&ctx, &names),
+        Cmd::Network(NetworkCmd::Inspect { names }) => inspect(&ctx, &names),
+        Cmd::Rm { names, force } => rm_any(&ctx, &names, force),
+        Cmd::Network(NetworkCmd::Rm { names }) => rm(&ctx, &names),
+        Cmd::Run(a) => container::run(
+            &ctx,
+            container::RunOpts {
+                name: a.name,
+                networks: a.network,
+                ports: a.publish,
+                ip: a.ip,
+                aliases: a.alias,
+                detach: a.detach,
+                command: a.command,
+            },
+        )
+        .map(|code| {
+            if code != 0 {
+                std::process::exit(code);
+            }
+        }),
+        Cmd::Ps { all, quiet } => container::ps(&ctx, all, quiet),
+        Cmd::Stop { time, names } => names.iter().try_for_each(|n| {
+            container::stop(&ctx, n, std::time::Duration::from_secs(time)).map(|()| println!("{n}"))
+        }),
+        Cmd::Exec { name, command } => container::exec(&ctx, &name, &command).map(|code| {
+            if code != 0 {
+                std::process::exit(code);
+            }
+        }),
+        Cmd::Connect {
+            network,
+            name,
+            ip,
+            alias,
+        } => container::connect(&ctx, &network, &name, ip, &alias),
+        Cmd::Disconnect { network, name } => container::disconnect(&ctx, &network, &name),
+        Cmd::Port { name } => container::port(&ctx, &name),
         Cmd::Prune | Cmd::Network(NetworkCmd::Prune) => prune(&ctx),
         Cmd::Demo => demo::run(&ctx.plugin_dirs),
         Cmd::Plugins => plugins(&ctx),
@@ -385,6 +512,43 @@ fn inspect(ctx: &Ctx, names: &[String]) -> Result<()> {
         out.push(v);
     }
     println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+/// `rnet inspect`: containers by name, else networks.
+fn inspect_any(ctx: &Ctx, names: &[String]) -> Result<()> {
+    if names.iter().all(|n| container::find(ctx, n).is_some()) {
+        let v: Vec<Value> = names
+            .iter()
+            .filter_map(|n| container::find(ctx, n))
+            .map(|r| container::inspect_value(&r))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    inspect(ctx, names)
+}
+
+/// `rnet rm`: a container by that name, else a network.
+fn rm_any(ctx: &Ctx, names: &[String], force: bool) -> Result<()> {
+    let mut failed = false;
+    for name in names {
+        let res = if container::find(ctx, name).is_some() {
+            container::rm(ctx, name, force)
+        } else {
+            network::remove(ctx, name)
+        };
+        match res {
+            Ok(()) => println!("{name}"),
+            Err(e) => {
+                eprintln!("rnet: error: {e:#}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        std::process::exit(1);
+    }
     Ok(())
 }
 

@@ -72,7 +72,9 @@ use rustix::io::Errno;
 use rustix::mount::{MountPropagationFlags, UnmountFlags};
 use rustix::thread::{LinkNameSpaceType, UnshareFlags};
 
+mod container;
 mod release;
+pub use container::{spawn_container, spawn_in_process_namespaces};
 pub use release::hold_until_exit;
 
 /// Where `ip netns` keeps named namespaces (bind mounts of nsfs inodes).

@@ -5,7 +5,7 @@ use crate::common::{lab, reference, rnet};
 use netns_fixtures::{Lab, OutsideConfig, ping};
 use rnet_cni::runtime::{ConfList, Runtime, RuntimeConf};
 use serde_json::{Value, json};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -281,5 +281,242 @@ fn conflists_work_with_reference_plugins() {
             .link_by_name(v[0]["Bridge"].as_str().unwrap())
             .unwrap()
             .is_some()
+    );
+}
+
+fn busybox() -> &'static str {
+    for p in ["/bin/busybox", "/usr/bin/busybox"] {
+        if Path::new(p).exists() {
+            return p;
+        }
+    }
+    panic!("busybox missing: install busybox-static (scripts/deps.sh does)");
+}
+
+/// Removes every lab container on drop, so a failing test leaves no process behind.
+struct Cleanup<'a>(&'a Cli<'a>);
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        let ids = self.0.run(&["ps", "-a", "-q"]).stdout;
+        for id in ids.split_whitespace() {
+            let _ = self.0.run(&["rm", "-f", id]);
+        }
+    }
+}
+
+#[test]
+fn containers_lifecycle_with_published_port() {
+    let lab = lab();
+    let outside = lab.add_outside(OutsideConfig::default()).unwrap();
+    let cli = Cli::new(&lab);
+    let _c = Cleanup(&cli);
+    let www = lab.state_dir().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("index.html"), "hello from s1\n").unwrap();
+    cli.ok(&["create", "web", "--subnet", "10.98.0.0/24", "--disable-dns"]);
+    let id = cli.ok(&[
+        "run",
+        "--name",
+        "s1",
+        "--network",
+        "web",
+        "-p",
+        "8080:80",
+        "-d",
+        "--",
+        busybox(),
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        www.to_str().unwrap(),
+    ]);
+    assert_eq!(id.trim().len(), 32, "{id}");
+    let ps = cli.ok(&["ps"]);
+    assert!(
+        ps.contains("s1") && ps.contains("Up") && ps.contains("8080:80"),
+        "{ps}"
+    );
+    assert_eq!(cli.ok(&["port", "s1"]).trim(), "80/tcp -> 0.0.0.0:8080");
+    let v: Value = serde_json::from_str(&cli.ok(&["inspect", "s1"])).unwrap();
+    let ip = v[0]["networks"]["web"]["ips"][0]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(ip, "10.98.0.2");
+    // Inside: its name, its hosts file, the network's address.
+    assert_eq!(cli.ok(&["exec", "s1", "--", "hostname"]).trim(), "s1");
+    let hosts = cli.ok(&["exec", "s1", "--", "cat", "/etc/hosts"]);
+    assert!(hosts.contains("10.98.0.2\ts1"), "{hosts}");
+    // Another container reaches it by address; a foreground run returns the command's code.
+    let got = cli.ok(&[
+        "run",
+        "--network",
+        "web",
+        "--",
+        busybox(),
+        "wget",
+        "-qO-",
+        "http://10.98.0.2/",
+    ]);
+    assert_eq!(got, "hello from s1\n");
+    assert_eq!(
+        cli.run(&["run", "--network", "web", "--", "sh", "-c", "exit 3"])
+            .code,
+        3
+    );
+    // The published port from the host (localhost and uplink address) and from outside.
+    let wget = |ns: &rnet_netns::NetNs, url: &str| -> String {
+        // (busybox wget's own -T crashes in Debian 12's build: use timeout(1).)
+        let mut c = Command::new("timeout");
+        c.args(["5", busybox(), "wget", "-qO-", url]);
+        let o = ns.output(&mut c).unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert_eq!(
+        wget(lab.host(), "http://127.0.0.1:8080/"),
+        "hello from s1\n"
+    );
+    assert_eq!(
+        wget(outside.ns(), &format!("http://{}:8080/", outside.host_v4())),
+        "hello from s1\n"
+    );
+    // A second container cannot take the same name or host port.
+    assert!(
+        cli.err(&["run", "--name", "s1", "--network", "web", "--", "true"])
+            .contains("already in use")
+    );
+    let e = cli.err(&[
+        "run",
+        "--name",
+        "s2",
+        "--network",
+        "web",
+        "-p",
+        "8080:80",
+        "--",
+        "true",
+    ]);
+    assert!(e.contains("8080"), "{e}");
+    assert!(
+        cli.run(&["ps", "-a", "-q"]).stdout.lines().count() == 1,
+        "the failed run left nothing"
+    );
+    // Stop: the port closes, the record stays; rm removes it.
+    cli.ok(&["stop", "-t", "1", "s1"]);
+    assert!(cli.ok(&["ps", "-a"]).contains("Exited"));
+    assert_eq!(wget(lab.host(), "http://127.0.0.1:8080/"), "");
+    cli.ok(&["rm", "s1"]);
+    assert!(cli.ok(&["ps", "-a", "-q"]).trim().is_empty());
+    // Nothing left: no veth on the host, no lease.
+    let mut nl = lab.netlink().unwrap();
+    let veths: Vec<String> = nl
+        .link_list()
+        .unwrap()
+        .into_iter()
+        .filter(|l| l.kind.as_deref() == Some("veth") && l.name != "uplink0")
+        .map(|l| l.name)
+        .collect();
+    assert!(veths.is_empty(), "{veths:?}");
+    let leases = std::fs::read_dir(cli.state.join("ipam").join("web"))
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .parse::<std::net::IpAddr>()
+                        .is_ok()
+                })
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(leases, 0);
+    cli.ok(&["rm", "web"]);
+}
+
+#[test]
+fn connect_disconnect_host_and_none() {
+    let lab = lab();
+    let cli = Cli::new(&lab);
+    let _c = Cleanup(&cli);
+    cli.ok(&[
+        "create",
+        "front",
+        "--subnet",
+        "10.99.1.0/24",
+        "--disable-dns",
+    ]);
+    cli.ok(&[
+        "create",
+        "back",
+        "--subnet",
+        "10.99.2.0/24",
+        "--disable-dns",
+    ]);
+    cli.ok(&[
+        "run",
+        "--name",
+        "app",
+        "--network",
+        "front",
+        "-d",
+        "--",
+        "sleep",
+        "30",
+    ]);
+    cli.ok(&["connect", "back", "app"]);
+    let addrs = cli.ok(&["exec", "app", "--", "ip", "-o", "-4", "addr"]);
+    assert!(
+        addrs.contains("eth0") && addrs.contains("10.99.1.2"),
+        "{addrs}"
+    );
+    assert!(
+        addrs.contains("eth1") && addrs.contains("10.99.2.2"),
+        "{addrs}"
+    );
+    assert!(
+        cli.err(&["connect", "back", "app"])
+            .contains("already connected")
+    );
+    cli.ok(&["disconnect", "back", "app"]);
+    let addrs = cli.ok(&["exec", "app", "--", "ip", "-o", "-4", "addr"]);
+    assert!(!addrs.contains("eth1"), "{addrs}");
+    assert!(cli.err(&["rm", "front"]).contains("attached"));
+    cli.ok(&["rm", "-f", "app"]);
+    // --network none: only loopback, up.
+    let links = cli.ok(&["run", "--network", "none", "--", "ip", "-o", "link"]);
+    assert_eq!(links.lines().count(), 1, "{links}");
+    assert!(links.contains("lo") && links.contains("UP"), "{links}");
+    // --network host: the lab host's own namespace.
+    let host_id = lab.host().id().unwrap().ino;
+    let ns = cli.ok(&[
+        "run",
+        "--network",
+        "host",
+        "--",
+        "readlink",
+        "/proc/self/ns/net",
+    ]);
+    assert_eq!(ns.trim(), format!("net:[{host_id}]"));
+    assert!(
+        cli.err(&["run", "--network", "nope", "--", "true"])
+            .contains("no network named")
+    );
+    assert!(
+        cli.err(&["run", "--network", "front", "-p", "80", "--", "true"])
+            .contains("-p")
+    );
+    assert!(
+        cli.err(&["run", "--network", "host", "-p", "80:80", "--", "true"])
+            .contains("bridge network")
+    );
+    assert!(
+        cli.err(&["exec", "ghost", "--", "true"])
+            .contains("no container")
     );
 }
