@@ -46,7 +46,7 @@ fn conflist(lab: &Lab, portmap_extra: Value) -> ConfList {
                 "bridge": "pm0",
                 "isGateway": true,
                 "ipMasq": true,
-                "rnetStateDir": lab.state_dir().join("bridge"),
+                "rnetStateDir": lab.state_dir().join("rnet"),
                 "ipam": {
                     "type": "rnet-ipam",
                     "ranges": [[{"subnet": "10.77.0.0/24"}], [{"subnet": "fd77::/64"}]],
@@ -431,4 +431,88 @@ fn hairpin_to_own_published_port() {
     net.add(&c1, json!([{"hostPort": 8080, "containerPort": 80}]));
     let _s = serve(&c1, 80, false);
     reaches(c1.ns(), sa(HOST4, 8080), "pm-h1:80");
+}
+
+/// Measurement (run in release: `cargo test --release --test lab
+/// measure_portmap -- --ignored --nocapture`): rnet-bridge + rnet-ipam +
+/// rnet-portmap vs the reference bridge + host-local + portmap (iptables),
+/// interleaved; then rnet's ADD with 1000 mappings installed.
+#[test]
+#[ignore = "measurement; run explicitly in release"]
+fn measure_portmap() {
+    use rnet_portmap::bench::{interleaved, median};
+    let lab = lab();
+    let _out = outside(&lab);
+    let net = Net::new(&lab, json!({}));
+    let ref_list = {
+        let v = json!({
+            "cniVersion": "1.0.0",
+            "name": "refnet",
+            "plugins": [
+                {"type": "bridge", "bridge": "ref0", "isGateway": true, "ipMasq": true,
+                 "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.78.0.0/24"}]],
+                          "dataDir": lab.state_dir().join("ref-ipam")}},
+                {"type": "portmap", "capabilities": {"portMappings": true}},
+            ],
+        });
+        ConfList::parse(v.to_string().as_bytes()).unwrap()
+    };
+    let rt = Runtime::new(
+        vec![rnet_dir(), "/usr/lib/cni".into()],
+        lab.state_dir().join("cache"),
+    );
+    let n = 30;
+    let ctrs: Vec<Container> = (0..2 * n + 1)
+        .map(|i| lab.add_container(&format!("m{i}")).unwrap())
+        .collect();
+    let maps = json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]);
+    let lists = [&net.list, &ref_list];
+    let res = lab
+        .host()
+        .run(|| {
+            interleaved(&rt, &lists, n, &mut |i, c| {
+                Net::rc(&ctrs[2 * i + c], maps.clone())
+            })
+        })
+        .unwrap()
+        .unwrap();
+    let (r, f) = (&res[0], &res[1]);
+    eprintln!(
+        "MEASURE chain ADD median: rnet {:?} reference {:?}; DEL median: rnet {:?} reference {:?}",
+        r.add_median(),
+        f.add_median(),
+        r.del_median(),
+        f.del_median()
+    );
+    // 1000 mappings installed (10 containers x 100-port ranges), then ADD again.
+    let big: Vec<Container> = (0..10)
+        .map(|i| lab.add_container(&format!("big{i}")).unwrap())
+        .collect();
+    for (i, c) in big.iter().enumerate() {
+        let first = 10000 + 100 * i;
+        net.add(
+            c,
+            json!([{"hostPort": format!("{first}-{}", first + 99), "containerPort": "1000-1099"}]),
+        );
+    }
+    let mut with = Vec::new();
+    let mut without = r.add.clone();
+    let extra: Vec<Container> = (0..n)
+        .map(|i| lab.add_container(&format!("x{i}")).unwrap())
+        .collect();
+    for c in &extra {
+        let rc = Net::rc(c, maps.clone());
+        let (a, _) = lab
+            .host()
+            .run(|| rnet_portmap::bench::add_del(&rt, &net.list, &rc))
+            .unwrap()
+            .unwrap();
+        with.push(a);
+    }
+    without.sort();
+    eprintln!(
+        "MEASURE rnet ADD median with 0 mappings installed {:?}, with 1000 installed {:?}",
+        median(&without),
+        median(&with)
+    );
 }
