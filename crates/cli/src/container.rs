@@ -211,12 +211,24 @@ fn start_time(pid: u32) -> Option<u64> {
     after.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// Is the recorded process still the container's?
+/// Is process `pid` a zombie (exited, not yet reaped)?
+fn zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// Is the recorded process still the container's, and alive?
 pub fn running(rec: &Value) -> bool {
     let (Some(pid), Some(st)) = (rec["pid"].as_u64(), rec["startTime"].as_u64()) else {
         return false;
     };
-    pid > 0 && start_time(pid as u32) == Some(st)
+    let pid = pid as u32;
+    pid > 0 && start_time(pid) == Some(st) && !zombie(pid)
 }
 
 fn netns_path(rec: &Value) -> Option<PathBuf> {
