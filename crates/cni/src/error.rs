@@ -38,6 +38,8 @@ pub mod code {
     pub const PLUGIN_OUTPUT: u32 = 104;
     /// rnet: the namespace given is not usable (exists but is the plugin's own, or cannot be entered).
     pub const NAMESPACE: u32 = 105;
+    /// rnet: CHECK found the attachment different from `prevResult`; the message lists what differs.
+    pub const CHECK_FAILED: u32 = 106;
     /// rnet: an address range has no free address left (ADD).
     pub const RANGE_EXHAUSTED: u32 = 110;
     /// rnet: a requested static address is already leased to another attachment.
@@ -54,6 +56,8 @@ pub mod code {
     pub const INTERFACE_EXISTS: u32 = 113;
     /// rnet: a host port is already published by another attachment.
     pub const PORT_TAKEN: u32 = 120;
+    /// rnet: the DNS resolver could not be started, bind, or persist.
+    pub const RESOLVER: u32 = 130;
 }
 
 /// A CNI error as printed on stdout: `{"cniVersion", "code", "msg", "details"}`.

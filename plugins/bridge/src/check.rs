@@ -203,7 +203,7 @@ pub fn check(args: &CmdArgs) -> Result<(), CniError> {
         Ok(())
     } else {
         Err(CniError::new(
-            code::INTERNAL,
+            code::CHECK_FAILED,
             format!(
                 "CHECK of {} in {} found {} difference(s): {}",
                 args.ifname,

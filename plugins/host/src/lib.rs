@@ -130,10 +130,13 @@ impl Plugin for HostPlugin {
                 .iter()
                 .any(|n| n.address.addr() == ip.address.addr())
             {
-                return Err(CniError::internal(format!(
-                    "address {} of the host network is no longer on any host interface",
-                    ip.address
-                )));
+                return Err(CniError::new(
+                    code::CHECK_FAILED,
+                    format!(
+                        "address {} of the host network is no longer on any host interface",
+                        ip.address
+                    ),
+                ));
             }
         }
         Ok(())

@@ -7,7 +7,7 @@
 //! interface is always `lo` whatever `CNI_IFNAME` says, a `prevResult` is passed
 //! through unchanged, and a non-loopback address on `lo` is an error.
 
-use rnet_cni::{CmdArgs, CniError, CniResult, Interface, IpConfig, Plugin};
+use rnet_cni::{CmdArgs, CniError, CniResult, Interface, IpConfig, Plugin, code};
 use rnet_netlink::Netlink;
 use rnet_plugin::{container_netns, container_netns_for_del, netlink_error};
 
@@ -82,10 +82,12 @@ impl Plugin for NonePlugin {
         let mut nl = Netlink::in_netns(&ns).map_err(netlink_error)?;
         match nl.link_by_name("lo").map_err(netlink_error)? {
             Some(l) if l.up => Ok(()),
-            Some(_) => Err(CniError::internal(
+            Some(_) => Err(CniError::new(
+                code::CHECK_FAILED,
                 "loopback interface is down; DEL and ADD the container again",
             )),
-            None => Err(CniError::internal(
+            None => Err(CniError::new(
+                code::CHECK_FAILED,
                 "the container namespace has no loopback interface",
             )),
         }
