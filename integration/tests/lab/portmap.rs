@@ -461,22 +461,30 @@ fn measure_portmap() {
         vec![rnet_dir(), "/usr/lib/cni".into()],
         lab.state_dir().join("cache"),
     );
+    // rnet-bridge + rnet-ipam alone: the difference is portmap's own cost.
+    let mut no_pm = net.list.clone();
+    no_pm.plugins.truncate(1);
     let n = 30;
-    let ctrs: Vec<Container> = (0..2 * n + 1)
+    let ctrs: Vec<Container> = (0..3 * n + 1)
         .map(|i| lab.add_container(&format!("m{i}")).unwrap())
         .collect();
     let maps = json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]);
-    let lists = [&net.list, &ref_list];
+    let lists = [&net.list, &ref_list, &no_pm];
     let res = lab
         .host()
         .run(|| {
             interleaved(&rt, &lists, n, &mut |i, c| {
-                Net::rc(&ctrs[2 * i + c], maps.clone())
+                Net::rc(&ctrs[3 * i + c], maps.clone())
             })
         })
         .unwrap()
         .unwrap();
     let (r, f) = (&res[0], &res[1]);
+    eprintln!(
+        "MEASURE rnet-bridge + rnet-ipam without portmap: ADD {:?} DEL {:?}",
+        res[2].add_median(),
+        res[2].del_median()
+    );
     eprintln!(
         "MEASURE chain ADD median: rnet {:?} reference {:?}; DEL median: rnet {:?} reference {:?}",
         r.add_median(),

@@ -70,10 +70,15 @@
 //!   flushes the ruleset, the next plugin call (any rnet plugin's) or
 //!   `rnet reload` restores the tables with everyone's elements in one
 //!   `nft -f -`.
-//! * After ADD (UDP and SCTP ports: stale flows to the host or an old
-//!   container) and DEL (every port, entries translated to this container)
-//!   the matching conntrack entries are deleted over ctnetlink
-//!   ([`conntrack`]); the TCP-only ADD path does no conntrack work at all.
+//! * After ADD (stale flows to the host or an old container) and DEL
+//!   (entries translated to this container) the conntrack entries of the
+//!   UDP and SCTP ports are deleted over ctnetlink ([`conntrack`]). That
+//!   needs a dump, which walks the whole conntrack hash (~15 ms measured,
+//!   even when empty), so TCP-only attachments skip it on ADD and DEL: a
+//!   TCP flow to a deleted container ends by RST or timeout on its own.
+//! * The nf_tables socket is closed by a short-lived child
+//!   (`Nft::close_in_background`): the last close waits for an RCU grace
+//!   period that should not sit between the runtime and the next container.
 //!
 //! ## Options
 //!
