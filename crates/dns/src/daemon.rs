@@ -438,6 +438,9 @@ impl Launcher {
             Some(d) => cmd.arg("--idle-exit").arg(format!("{}", d.as_millis())),
             None => cmd.arg("--idle-exit").arg("0"),
         };
+        // Few malloc arenas: the resolver has a handful of threads and most
+        // memory is the shared index; per-thread arenas only add RSS.
+        cmd.env("MALLOC_ARENA_MAX", "2");
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
         let mut child = cmd
             .spawn()
