@@ -41,11 +41,16 @@ fn addr_of(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 99, 1 + (i / 250) as u8, 1 + (i % 250) as u8)
 }
 
-/// Kills a PID on drop.
-struct Pid(u32);
+/// Kills a PID on drop (and reaps it when it is our child).
+struct Pid(u32, Option<std::process::Child>);
 impl Drop for Pid {
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-KILL", &self.0.to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.0.to_string()])
+            .status();
+        if let Some(c) = &mut self.1 {
+            let _ = c.wait();
+        }
     }
 }
 
@@ -189,7 +194,7 @@ fn start_rnet(lab: &Lab, client: &NetNs, n: usize, report: &mut String) -> Serve
     l.upstreams = vec!["127.0.0.1:9".parse().unwrap()];
     l.idle_exit = None;
     let pid = lab.host().run(|| l.start()).unwrap().unwrap();
-    let guard = Pid(pid);
+    let guard = Pid(pid, None);
     pin(pid, 0);
     let net = NetworkSpec {
         name: "bench".into(),
@@ -211,14 +216,24 @@ fn start_rnet(lab: &Lab, client: &NetNs, n: usize, report: &mut String) -> Serve
         })
         .unwrap();
     };
-    reg(&mut c, "client".into(), "client".into(), CLIENT.parse().unwrap());
+    reg(
+        &mut c,
+        "client".into(),
+        "client".into(),
+        CLIENT.parse().unwrap(),
+    );
     // Registration to first answer: each registration is acked, then asked at once.
     let gw = SocketAddr::new(GW.parse().unwrap(), 53);
     let mut reg_times = Vec::with_capacity(n);
     let mut first_fail = 0;
     for i in 0..n {
         let t0 = Instant::now();
-        reg(&mut c, format!("ctr{i}"), format!("c{i}"), IpAddr::V4(addr_of(i)));
+        reg(
+            &mut c,
+            format!("ctr{i}"),
+            format!("c{i}"),
+            IpAddr::V4(addr_of(i)),
+        );
         reg_times.push(t0.elapsed());
         if i % 10 == 0 {
             match dns_query(client, gw, &format!("c{i}"), QType::A) {
@@ -304,15 +319,28 @@ fn start_dnsmasq(lab: &Lab, client: &NetNs, n: usize) -> Server {
     }
     std::fs::write(dir.join("hosts"), hosts).unwrap();
     let mut cmd = Command::new("taskset");
-    cmd.args(["-c", "0", "dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts", "--bind-interfaces"])
-        .arg(format!("--addn-hosts={}", dir.join("hosts").display()))
-        .arg(format!("--listen-address={GW}"))
-        .args(["--domain-needed", "--local=/dns.rnet/", "--user=root", "--group=root"])
-        .arg(format!("--pid-file={}", dir.join("pid").display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    cmd.args([
+        "-c",
+        "0",
+        "dnsmasq",
+        "--no-daemon",
+        "--no-resolv",
+        "--no-hosts",
+        "--bind-interfaces",
+    ])
+    .arg(format!("--addn-hosts={}", dir.join("hosts").display()))
+    .arg(format!("--listen-address={GW}"))
+    .args([
+        "--domain-needed",
+        "--local=/dns.rnet/",
+        "--user=root",
+        "--group=root",
+    ])
+    .arg(format!("--pid-file={}", dir.join("pid").display()))
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
     let child = lab.host().spawn(&mut cmd).unwrap();
-    let pid = Pid(child.id());
+    let pid = Pid(child.id(), Some(child));
     wait_answer(client, "c0");
     Server {
         pid,
@@ -359,7 +387,7 @@ fn start_aardvark(lab: &Lab, client: &NetNs, n: usize) -> Option<Server> {
         assert!(Instant::now() < deadline, "aardvark-dns wrote no pid file");
         std::thread::sleep(Duration::from_millis(20));
     };
-    let guard = Pid(pid);
+    let guard = Pid(pid, None);
     wait_answer(client, "c0");
     Some(Server {
         pid: guard,
@@ -423,7 +451,10 @@ fn main() {
                     "| {server} | {n} | {kind} | {:.0} | {} | {:.0} | {:.0} | {} |",
                     p.qps, p.lost, p.p50_us, p.p99_us, p.rcodes
                 );
-                eprintln!("{server} {n} {kind}: {:.0} qps p99 {:.0} µs", p.qps, p.p99_us);
+                eprintln!(
+                    "{server} {n} {kind}: {:.0} qps p99 {:.0} µs",
+                    p.qps, p.p99_us
+                );
             }
             let (rss, hwm) = rss_kb(srv.pid.0);
             let _ = writeln!(extra, "{server} {n} names: VmRSS {rss} kB, VmHWM {hwm} kB");

@@ -176,8 +176,7 @@ fn run_inner(
     }
     let (store, reg) = Store::open(&dir)?;
     // No fork anywhere: the runtime is built in the process the launcher spawned.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    let rt = tokio::runtime::Builder::new_current_thread()
         .thread_name("rnet-dns-rt")
         .enable_all()
         .build()
