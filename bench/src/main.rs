@@ -231,7 +231,41 @@ fn ipam(o: &Opts, rnet_dir: &Path) -> Result<()> {
     );
     let pair = |a: &Stats, b: &Stats| a.median + b.median;
     let r = pair(&oa, &od).as_secs_f64() / pair(&ta, &td).as_secs_f64().max(1e-9);
-    goal_line("ADD+DEL ratio rnet/host-local (medians)", r, 0.1, true);
+    goal_line(
+        "ADD+DEL through the executables, rnet/host-local (medians)",
+        r,
+        0.1,
+        true,
+    );
+    // In-process: what rnet-bridge does when the IPAM plugin is rnet's own
+    // (config parse, store open, allocate; then open, release), against
+    // host-local's ADD and DEL executions measured above.
+    let dir = tmp.path().join("inproc");
+    let conf: serde_json::Value = serde_json::from_str(&conf(&dir, "10.79.0.0/16"))?;
+    let (mut ia, mut id) = (Vec::new(), Vec::new());
+    for i in 0..o.iterations {
+        let owner = rnet_ipam::Owner::new(format!("c{i}"), "eth0");
+        let t = Instant::now();
+        let ipam = rnet_ipam::Ipam::open(rnet_ipam::IpamConfig::from_netconf(&conf, &[])?)?;
+        ipam.allocate(&owner)?;
+        ia.push(t.elapsed());
+        let t = Instant::now();
+        let ipam = rnet_ipam::Ipam::open(rnet_ipam::IpamConfig::from_netconf(&conf, &[])?)?;
+        ipam.release(&owner)?;
+        id.push(t.elapsed());
+    }
+    let (sia, sid) = (stats(ia), stats(id));
+    report(
+        "### IPAM in-process (as rnet-bridge calls rnet-ipam)",
+        &[("rnet-ipam allocate", &sia), ("rnet-ipam release", &sid)],
+    );
+    let r = pair(&sia, &sid).as_secs_f64() / pair(&ta, &td).as_secs_f64().max(1e-9);
+    goal_line(
+        "one allocation plus release in-process, rnet/host-local ADD+DEL (medians)",
+        r,
+        0.1,
+        true,
+    );
     let [ob, odb, tb, tdb] = series("60k", "10.78.0.0/16", 60_000)?;
     report(
         "## 2b. IPAM with 60,000 leases held in a /16",
