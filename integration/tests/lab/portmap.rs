@@ -524,3 +524,47 @@ fn measure_portmap() {
         median(&with)
     );
 }
+
+/// Where the chain's time goes: bridge + IPAM alone, with a no-op portmap
+/// (no mappings, `snat` off: no nft work), and with one mapping.
+#[test]
+#[ignore = "measurement; run explicitly in release"]
+fn measure_portmap_breakdown() {
+    use rnet_portmap::bench::interleaved;
+    let lab = lab();
+    let _out = outside(&lab);
+    let full = Net::new(&lab, json!({}));
+    let noop = Net::new(&lab, json!({"snat": false}));
+    let mut alone = full.list.clone();
+    alone.plugins.truncate(1);
+    let rt = Runtime::new(vec![rnet_dir()], lab.state_dir().join("cache"));
+    let n = 30;
+    let ctrs: Vec<Container> = (0..3 * n)
+        .map(|i| lab.add_container(&format!("b{i}")).unwrap())
+        .collect();
+    let lists = [&alone, &noop.list, &full.list];
+    let res = lab
+        .host()
+        .run(|| {
+            interleaved(&rt, &lists, n, &mut |i, c| {
+                let maps = if c == 1 {
+                    json!([])
+                } else {
+                    json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}])
+                };
+                Net::rc(&ctrs[3 * i + c], maps)
+            })
+        })
+        .unwrap()
+        .unwrap();
+    for (name, t) in ["bridge+ipam", "+noop portmap", "+portmap 1 mapping"]
+        .iter()
+        .zip(&res)
+    {
+        eprintln!(
+            "MEASURE {name}: ADD {:?} DEL {:?}",
+            t.add_median(),
+            t.del_median()
+        );
+    }
+}

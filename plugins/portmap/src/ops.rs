@@ -287,6 +287,7 @@ fn state_file(cfg: &Config, args: &CmdArgs) -> std::path::PathBuf {
 
 /// ADD.
 pub fn cmd_add(args: &CmdArgs) -> Result<CniResult, CniError> {
+    let trace = Trace::new();
     let cfg = Config::parse(&args.conf)?;
     let Some(prev) = &args.conf.prev_result else {
         return Err(CniError::invalid_config(
@@ -301,6 +302,7 @@ pub fn cmd_add(args: &CmdArgs) -> Result<CniResult, CniError> {
     let path = state_file(&cfg, args);
     let old = plan::read_state(&path).ok().flatten();
     plan::write_state(&path, &st)?;
+    trace.at("state written");
     let mut nft = open_nft()?;
     let res = (|| {
         if let Some(o) = old.as_ref().filter(|o| **o != st) {
@@ -312,11 +314,14 @@ pub fn cmd_add(args: &CmdArgs) -> Result<CniResult, CniError> {
                 enable_route_localnet(br)?;
             }
         }
+        trace.at("sysctl");
         install(&mut nft, &st, &cfg.state_root)
     })();
+    trace.at("installed");
     // The last close of an nf_tables socket waits for the kernel's deferred
     // cleanup (an RCU grace period, ~10 ms); let a child do that.
     nft.close_in_background();
+    trace.at("closed");
     if let Err(e) = res {
         // Nothing of this ADD stays: its journal and state go (a port
         // conflict changed nothing in the kernel).
@@ -331,9 +336,36 @@ pub fn cmd_add(args: &CmdArgs) -> Result<CniResult, CniError> {
     Ok(prev.clone())
 }
 
+/// Phase timings appended to the file named by `RNET_TRACE`, if set
+/// (measurement aid; the runtime swallows a plugin's stderr).
+struct Trace(Option<(std::time::Instant, std::path::PathBuf)>);
+
+impl Trace {
+    fn new() -> Trace {
+        Trace(
+            std::env::var_os("RNET_TRACE")
+                .map(|p| (std::time::Instant::now(), std::path::PathBuf::from(p))),
+        )
+    }
+
+    fn at(&self, what: &str) {
+        if let Some((t, path)) = &self.0 {
+            use std::io::Write as _;
+            if let Ok(mut f) = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(path)
+            {
+                let _ = writeln!(f, "rnet-portmap {what} at {:?}", t.elapsed());
+            }
+        }
+    }
+}
+
 /// DEL: from the state file; without one, from `prevResult` +
 /// `runtimeConfig`; without those, by listing the maps for the tag.
 pub fn cmd_del(args: &CmdArgs) -> Result<(), CniError> {
+    let trace = Trace::new();
     let cfg = Config::parse(&args.conf)?;
     let path = state_file(&cfg, args);
     let st = match plan::read_state(&path) {
@@ -354,6 +386,11 @@ pub fn cmd_del(args: &CmdArgs) -> Result<(), CniError> {
                 &args.ifname,
                 args.conf.prev_result.as_ref(),
             )?;
+            if built.is_empty() && args.conf.prev_result.is_some() {
+                // prevResult and runtimeConfig say nothing was published.
+                let _ = shared::journal_remove(&cfg.state_root, PLUGIN, &tag);
+                return Ok(());
+            }
             if built.is_empty() {
                 // No record, nothing known: find our elements by tag, if the
                 // table exists at all.
@@ -373,7 +410,9 @@ pub fn cmd_del(args: &CmdArgs) -> Result<(), CniError> {
     };
     let mut nft = open_nft()?;
     let res = uninstall(&mut nft, &st, &cfg.state_root);
+    trace.at("DEL committed");
     nft.close_in_background();
+    trace.at("DEL closed");
     res?;
     let t = removed_targets(&st);
     if !t.is_empty() {
