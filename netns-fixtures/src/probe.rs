@@ -149,13 +149,15 @@ fn accept_loop(
             }
         };
         let Ok(keep) = conn.try_clone() else { continue };
+        // Record the peer before the banner goes out: a client that got the
+        // banner must find its address in `peers()`.
+        let mut s = lock(&shared);
+        s.peers.push(peer);
+        s.conns.push(keep);
         let banner = banner.clone();
         let handler = std::thread::Builder::new()
             .name("tcp-probe-conn".into())
             .spawn(move || serve_conn(conn, &banner));
-        let mut s = lock(&shared);
-        s.peers.push(peer);
-        s.conns.push(keep);
         if let Ok(h) = handler {
             s.handlers.push(h);
         }
