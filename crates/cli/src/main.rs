@@ -11,6 +11,7 @@
 
 mod container;
 mod demo;
+mod housekeeping;
 mod network;
 
 use anyhow::{Context, Result, bail};
@@ -165,6 +166,26 @@ enum Cmd {
     Demo,
     /// Show where rnet's plugins are and the versions they speak.
     Plugins,
+    /// Re-apply rnet's nftables tables and every recorded element (after a
+    /// firewall reload or `nft flush ruleset`).
+    #[command(after_help = "Example:\n  rnet reload")]
+    Reload,
+    /// CNI GC across networks: remove leases, links, rules and names of
+    /// containers that no longer exist (after a crash or a reboot).
+    #[command(after_help = "Example:\n  rnet gc")]
+    Gc,
+    /// CNI STATUS of every network.
+    #[command(after_help = "Example:\n  rnet status")]
+    Status,
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = "Example:\n  rnet completions bash > /etc/bash_completion.d/rnet")]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    #[command(after_help = "Example:\n  rnet man > rnet.1 && man ./rnet.1")]
+    Man,
 }
 
 #[derive(Subcommand, Debug)]
@@ -358,6 +379,20 @@ fn main() {
         Cmd::Prune | Cmd::Network(NetworkCmd::Prune) => prune(&ctx),
         Cmd::Demo => demo::run(&ctx.plugin_dirs),
         Cmd::Plugins => plugins(&ctx),
+        Cmd::Reload => housekeeping::reload(&ctx),
+        Cmd::Gc => housekeeping::gc(&ctx),
+        Cmd::Status => housekeeping::status(&ctx),
+        Cmd::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "rnet", &mut std::io::stdout());
+            Ok(())
+        }
+        Cmd::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd)
+                .render(&mut std::io::stdout())
+                .map_err(anyhow::Error::from)
+        }
     };
     if let Err(e) = res {
         let red = std::io::stderr().is_terminal();

@@ -520,3 +520,85 @@ fn connect_disconnect_host_and_none() {
             .contains("no container")
     );
 }
+
+#[test]
+fn reload_gc_status_completions_man() {
+    let lab = lab();
+    let cli = Cli::new(&lab);
+    let _c = Cleanup(&cli);
+    let www = lab.state_dir().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("index.html"), "up\n").unwrap();
+    cli.ok(&["create", "hk", "--subnet", "10.99.3.0/24", "--disable-dns"]);
+    cli.ok(&[
+        "run",
+        "--name",
+        "w",
+        "--network",
+        "hk",
+        "-p",
+        "8081:80",
+        "-d",
+        "--",
+        busybox(),
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        www.to_str().unwrap(),
+    ]);
+    let fetch = || {
+        let mut c = Command::new("timeout");
+        c.args(["3", busybox(), "wget", "-qO-", "http://127.0.0.1:8081/"]);
+        String::from_utf8_lossy(&lab.host().output(&mut c).unwrap().stdout).into_owned()
+    };
+    assert_eq!(fetch(), "up\n");
+    // A firewall reload wipes rnet's tables; `rnet reload` puts everything back.
+    let mut flush = Command::new("nft");
+    flush.args(["flush", "ruleset"]);
+    assert!(lab.host().output(&mut flush).unwrap().status.success());
+    assert_eq!(fetch(), "", "the port is dead after the flush");
+    let out = cli.ok(&["reload"]);
+    assert!(out.contains("restored"), "{out}");
+    assert_eq!(fetch(), "up\n", "reload restored the published port");
+    assert!(cli.ok(&["status"]).contains("ready"));
+    // The container's process dies without rnet knowing: GC cleans up after it.
+    let v: Value = serde_json::from_str(&cli.ok(&["inspect", "w"])).unwrap();
+    let pid = v[0]["pid"].as_i64().unwrap();
+    let mut k = Command::new("kill");
+    k.args(["-9", &pid.to_string()]);
+    assert!(k.status().unwrap().success());
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    cli.ok(&["gc"]);
+    let mut nl = lab.netlink().unwrap();
+    let veths = nl
+        .link_list()
+        .unwrap()
+        .into_iter()
+        .filter(|l| l.kind.as_deref() == Some("veth"))
+        .count();
+    assert_eq!(veths, 0, "GC removed the dead container's veth");
+    let leases = std::fs::read_dir(cli.state.join("ipam").join("hk"))
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .parse::<std::net::IpAddr>()
+                        .is_ok()
+                })
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(leases, 0, "GC released the lease");
+    let mut list = Command::new("nft");
+    list.args(["list", "map", "inet", "rnet", "hostports4"]);
+    let maps = String::from_utf8_lossy(&lab.host().output(&mut list).unwrap().stdout).into_owned();
+    assert!(
+        !maps.contains("8081"),
+        "GC removed the port mapping: {maps}"
+    );
+    assert!(cli.ok(&["completions", "bash"]).contains("rnet"));
+    assert!(cli.ok(&["man"]).contains(".TH"));
+}
