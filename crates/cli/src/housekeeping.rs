@@ -134,3 +134,76 @@ pub fn status(ctx: &Ctx) -> Result<()> {
     }
     Ok(())
 }
+
+/// rnet's executables and the reference names they stand in for.
+pub const COMPAT: &[(&str, &[&str])] = &[
+    ("rnet-bridge", &["bridge"]),
+    ("rnet-ipam", &["host-local"]),
+    ("rnet-portmap", &["portmap"]),
+    ("rnet-none", &["loopback"]),
+    ("rnet-host", &[]),
+    ("rnet-dnsname", &["dnsname"]),
+    ("rnet-dns", &[]),
+    ("rnet-firewall", &["firewall"]),
+    ("rnet-tuning", &["tuning"]),
+];
+
+/// `rnet install-plugins`: copies rnet's executables into `dir` and links the
+/// reference names to them (relative symlinks, so the directory can move).
+/// Executables not built yet are skipped with a note.
+pub fn install_plugins(ctx: &Ctx, dir: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut installed = 0;
+    for (exe, aliases) in COMPAT {
+        let Some(src) = ctx
+            .plugin_dirs
+            .iter()
+            .map(|d| d.join(exe))
+            .find(|p| p.is_file())
+        else {
+            println!("{exe:<14} not built: skipped");
+            continue;
+        };
+        let dst = dir.join(exe);
+        if src.canonicalize().ok() != dst.canonicalize().ok() {
+            let tmp = dir.join(format!(".{exe}.tmp"));
+            std::fs::copy(&src, &tmp).with_context(|| format!("copying {}", src.display()))?;
+            std::fs::rename(&tmp, &dst)?;
+        }
+        installed += 1;
+        let mut names = Vec::new();
+        for a in *aliases {
+            let link = dir.join(a);
+            match std::fs::symlink_metadata(&link) {
+                Ok(m) if m.file_type().is_symlink() || m.is_file() => std::fs::remove_file(&link)?,
+                Ok(_) => bail!(
+                    "{} exists and is not a file; remove it first",
+                    link.display()
+                ),
+                Err(_) => {}
+            }
+            std::os::unix::fs::symlink(exe, &link)
+                .with_context(|| format!("linking {} to {exe}", link.display()))?;
+            names.push(*a);
+        }
+        println!(
+            "{exe:<14} {}",
+            if names.is_empty() {
+                String::new()
+            } else {
+                format!("as {}", names.join(", "))
+            }
+        );
+    }
+    if installed == 0 {
+        bail!(
+            "no rnet executable found in {:?}: build rnet first or pass --plugin-dir",
+            ctx.plugin_dirs
+        );
+    }
+    println!(
+        "\npoint the runtime's plugin directory at {}",
+        dir.display()
+    );
+    Ok(())
+}

@@ -183,6 +183,17 @@ enum Cmd {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Lay rnet's plugins out under the reference names (bridge, host-local,
+    /// portmap, loopback, dnsname, ...) in a directory, so an unmodified runtime
+    /// switches to rnet by pointing its plugin directory there.
+    #[command(
+        after_help = "Examples:\n  rnet install-plugins --dir /opt/rnet/cni\n  then: Podman `cni_plugin_dirs = [\"/opt/rnet/cni\"]`, libcni `CNI_PATH=/opt/rnet/cni`"
+    )]
+    InstallPlugins {
+        /// Target directory (created if missing).
+        #[arg(long)]
+        dir: PathBuf,
+    },
     /// Print the man page (roff).
     #[command(after_help = "Example:\n  rnet man > rnet.1 && man ./rnet.1")]
     Man,
@@ -380,6 +391,7 @@ fn main() {
         Cmd::Demo => demo::run(&ctx.plugin_dirs),
         Cmd::Plugins => plugins(&ctx),
         Cmd::Reload => housekeeping::reload(&ctx),
+        Cmd::InstallPlugins { dir } => housekeeping::install_plugins(&ctx, &dir),
         Cmd::Gc => housekeeping::gc(&ctx),
         Cmd::Status => housekeeping::status(&ctx),
         Cmd::Completions { shell } => {

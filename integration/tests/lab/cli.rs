@@ -602,3 +602,72 @@ fn reload_gc_status_completions_man() {
     assert!(cli.ok(&["completions", "bash"]).contains("rnet"));
     assert!(cli.ok(&["man"]).contains(".TH"));
 }
+
+/// `rnet install-plugins` lays rnet out under the reference names: a conflist
+/// written for the reference plugins runs on rnet unchanged.
+#[test]
+fn compat_install_serves_reference_conflists() {
+    let lab = lab();
+    let cli = Cli::new(&lab);
+    let dir = lab.state_dir().join("cni-bin");
+    let out = cli.ok(&["install-plugins", "--dir", dir.to_str().unwrap()]);
+    assert!(
+        out.contains("as bridge")
+            && out.contains("as host-local")
+            && out.contains("as portmap")
+            && out.contains("as loopback"),
+        "{out}"
+    );
+    for name in ["bridge", "host-local", "portmap", "loopback", "rnet-bridge"] {
+        assert!(dir.join(name).exists(), "{name} missing");
+    }
+    let conf = json!({"cniVersion": "1.0.0", "name": "compat", "plugins": [
+        {"type": "bridge", "bridge": "cni-compat", "isGateway": true, "ipMasq": true,
+         "rnetStateDir": lab.state_dir().join("run"),
+         "ipam": {"type": "host-local", "subnet": "10.99.4.0/24", "dataDir": lab.state_dir().join("ipam"),
+                  "routes": [{"dst": "0.0.0.0/0"}]}},
+        {"type": "portmap", "capabilities": {"portMappings": true}, "rnetStateDir": lab.state_dir().join("run")},
+        {"type": "loopback"}
+    ]});
+    let list = ConfList::parse(conf.to_string().as_bytes()).unwrap();
+    let rt = Runtime::new(vec![dir.clone()], lab.state_dir().join("cache"));
+    let ctr = lab.add_container("c").unwrap();
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "portMappings".into(),
+        json!([{"hostPort": 9090, "containerPort": 90, "protocol": "tcp"}]),
+    );
+    let rc = RuntimeConf {
+        container_id: "compat1".into(),
+        netns: Some(ctr.netns_path()),
+        ifname: "eth0".into(),
+        args: vec![],
+        capability_args: caps,
+    };
+    let r = lab.host().run(|| rt.add(&list, &rc)).unwrap().unwrap();
+    assert_eq!(r.ips[0].address.to_string(), "10.99.4.2/24");
+    ping(
+        ctr.ns(),
+        "10.99.4.1".parse().unwrap(),
+        Duration::from_secs(3),
+    )
+    .unwrap();
+    let srv = netns_fixtures::tcp_listen(ctr.ns(), "10.99.4.2:90".parse().unwrap()).unwrap();
+    let banner = netns_fixtures::tcp_connect(
+        lab.host(),
+        "127.0.0.1:9090".parse().unwrap(),
+        Duration::from_secs(3),
+    )
+    .unwrap();
+    assert_eq!(banner, srv.banner());
+    lab.host().run(|| rt.check(&list, &rc)).unwrap().unwrap();
+    lab.host().run(|| rt.del(&list, &rc)).unwrap().unwrap();
+    assert!(
+        netns_fixtures::tcp_connect(
+            lab.host(),
+            "127.0.0.1:9090".parse().unwrap(),
+            Duration::from_millis(500)
+        )
+        .is_err()
+    );
+}
