@@ -643,4 +643,59 @@ mod tests {
         assert_eq!(valid_attachments(&v).unwrap().len(), 2);
         assert_eq!(valid_attachments(&json!({})).err().map(|e| e.code), Some(7));
     }
+
+    fn arb_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            "[0-9a-f:./ ]{0,24}".prop_map(Value::String),
+            Just(json!("10.0.0.2/24")),
+            Just(json!("fd00::1")),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            let keys = prop_oneof![
+                Just("ips".to_owned()),
+                Just("interfaces".to_owned()),
+                Just("routes".to_owned()),
+                Just("dns".to_owned()),
+                Just("address".to_owned()),
+                Just("gateway".to_owned()),
+                Just("interface".to_owned()),
+                Just("ip4".to_owned()),
+                Just("ip".to_owned()),
+                Just("dst".to_owned()),
+                Just("cniVersion".to_owned()),
+                Just("name".to_owned()),
+                Just("prevResult".to_owned()),
+                Just("ipam".to_owned()),
+                Just("type".to_owned()),
+                Just("runtimeConfig".to_owned()),
+                Just("cni.dev/valid-attachments".to_owned()),
+                "[a-z]{1,6}",
+            ];
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(keys, inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Results, configurations and GC attachment lists of any shape decode
+        /// to a value or an error, never a panic, at every version.
+        #[test]
+        fn arbitrary_json_never_panics(v in arb_json()) {
+            for ver in crate::version::SUPPORTED {
+                if let Ok(r) = CniResult::parse(&v, *ver) {
+                    let _ = r.to_json(*ver);
+                }
+            }
+            let _ = NetConf::parse(v.to_string().as_bytes());
+            let _ = valid_attachments(&v);
+            let _ = crate::runtime::ConfList::parse(v.to_string().as_bytes());
+        }
+    }
 }
