@@ -5,7 +5,7 @@
 //! binding, ranges, a taken port (error 120), the CVE-2020-8558 guard, DEL,
 //! conntrack flush, and restore after `nft flush ruleset`.
 
-use crate::common::{lab, rnet, rnet_dir};
+use crate::common::{lab, reference, rnet, rnet_dir};
 use netns_fixtures::{
     Container, Lab, Outside, OutsideConfig, tcp_connect, tcp_listen_with_banner, udp_echo_server,
     udp_roundtrip,
@@ -415,23 +415,20 @@ fn del_conntrack_and_restore_after_flush() {
     reaches(out.ns(), sa(HOST4, 8081), "pm-b:80");
 }
 
-/// Known issue: a container reaching its OWN published port through the
-/// host's address. The packet is DNATed (to itself) and then dropped by the
-/// kernel's input routing before the forward hook (source == destination),
-/// so the hairpin masquerade never runs. Container-to-container through the
-/// host address on one bridge works (see above).
+/// A container reaching its OWN published port through the host's address:
+/// works when the bridge puts its ports in hairpin mode (`hairpinMode`),
+/// exactly as with the reference plugins (see the differential test);
+/// without it the DNATed packet never comes back to the container.
 #[test]
-#[ignore = "known issue: self-hairpin is dropped by input routing after DNAT"]
 fn hairpin_to_own_published_port() {
     let lab = lab();
     let _out = outside(&lab);
-    let net = Net::new(&lab, json!({}));
+    let mut net = Net::new(&lab, json!({}));
+    net.list.plugins[0].insert("hairpinMode".into(), json!(true));
     let c1 = lab.add_container("pm-h1").unwrap();
     c1.lo_up().unwrap();
     net.add(&c1, json!([{"hostPort": 8080, "containerPort": 80}]));
     let _s = serve(&c1, 80, false);
-    // nft trace shows the SYN DNATed in pm_dnat and then nothing: it never
-    // reaches the forward hook, and no IP/netstat counter moves.
     let r = tcp_connect(c1.ns(), sa(HOST4, 8080), T);
     assert_eq!(r.unwrap(), "pm-h1:80");
 }
@@ -615,4 +612,145 @@ fn measure_portmap_breakdown() {
             t.del_median()
         );
     }
+}
+
+/// The same scenario against rnet's chain and the reference chain (bridge +
+/// host-local + portmap 1.1.1, iptables backend), probe by probe.
+fn differential_run(reference: bool) -> Vec<(&'static str, bool)> {
+    let lab = lab();
+    let out = outside(&lab);
+    let (pm_type, br_type, ipam_type) = if reference {
+        ("portmap", "bridge", "host-local")
+    } else {
+        ("rnet-portmap", "rnet-bridge", "rnet-ipam")
+    };
+    let v = json!({
+        "cniVersion": "1.0.0",
+        "name": "diffnet",
+        "plugins": [
+            {"type": br_type, "bridge": "df0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
+             "rnetStateDir": lab.state_dir().join("rnet"),
+             "ipam": {"type": ipam_type, "ranges": [[{"subnet": "10.77.0.0/24"}]],
+                      "routes": [{"dst": "0.0.0.0/0"}],
+                      "dataDir": lab.state_dir().join("ipam")}},
+            {"type": pm_type, "capabilities": {"portMappings": true},
+             "rnetStateDir": lab.state_dir().join("rnet")},
+        ],
+    });
+    let list = ConfList::parse(v.to_string().as_bytes()).unwrap();
+    let rt = Runtime::new(
+        vec![rnet_dir(), "/usr/lib/cni".into()],
+        lab.state_dir().join("cache"),
+    );
+    let rc = |c: &Container, maps: Value| Net::rc(c, maps);
+    let add = |c: &Container, maps: Value| {
+        let r = rc(c, maps);
+        lab.host().run(|| rt.add(&list, &r)).unwrap()
+    };
+    let maps = json!([
+        {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
+        {"hostPort": 8002, "containerPort": 82, "protocol": "tcp"},
+        {"hostPort": 9090, "containerPort": 90, "protocol": "tcp", "hostIP": "127.0.0.1"},
+    ]);
+    let c1 = lab.add_container("df-c1").unwrap();
+    c1.lo_up().unwrap();
+    add(&c1, maps.clone()).unwrap();
+    let _s = [
+        serve(&c1, 80, false),
+        serve(&c1, 82, false),
+        serve(&c1, 90, false),
+    ];
+    let c2 = lab.add_container("df-c2").unwrap();
+    add(&c2, json!([])).unwrap();
+    let ok = |ns: &rnet_netns::NetNs, addr: SocketAddr, banner: &str| {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            match tcp_connect(ns, addr, Duration::from_millis(700)) {
+                Ok(b) if b == banner => return true,
+                _ if Instant::now() > deadline => return false,
+                _ => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    };
+    let mut res = vec![
+        (
+            "outside -> uplink:8080",
+            ok(out.ns(), sa(HOST4, 8080), "df-c1:80"),
+        ),
+        (
+            "outside -> uplink:8002",
+            ok(out.ns(), sa(HOST4, 8002), "df-c1:82"),
+        ),
+        (
+            "host -> uplink:8080",
+            ok(lab.host(), sa(HOST4, 8080), "df-c1:80"),
+        ),
+        (
+            "host -> bridge:8080",
+            ok(lab.host(), sa(GW4, 8080), "df-c1:80"),
+        ),
+        (
+            "host -> 127.0.0.1:8080",
+            ok(lab.host(), sa("127.0.0.1", 8080), "df-c1:80"),
+        ),
+        (
+            "other container -> uplink:8080",
+            ok(c2.ns(), sa(HOST4, 8080), "df-c1:80"),
+        ),
+        (
+            "host -> 127.0.0.1:9090 (bound)",
+            ok(lab.host(), sa("127.0.0.1", 9090), "df-c1:90"),
+        ),
+        (
+            "host -> uplink:9090 (bound elsewhere)",
+            ok(lab.host(), sa(HOST4, 9090), "df-c1:90"),
+        ),
+        (
+            "outside -> uplink:9090 (bound elsewhere)",
+            ok(out.ns(), sa(HOST4, 9090), "df-c1:90"),
+        ),
+    ];
+    res.push((
+        "hairpin: c1 -> uplink:8080",
+        ok(c1.ns(), sa(HOST4, 8080), "df-c1:80"),
+    ));
+    let c3 = lab.add_container("df-c3").unwrap();
+    let taken = add(
+        &c3,
+        json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]),
+    );
+    res.push(("second ADD of a taken host port succeeds", taken.is_ok()));
+    res.push((
+        "first mapping still answers",
+        ok(out.ns(), sa(HOST4, 8080), "df-c1:80"),
+    ));
+    let r1 = rc(&c1, maps);
+    lab.host().run(|| rt.del(&list, &r1)).unwrap().unwrap();
+    res.push((
+        "outside -> uplink:8080 after DEL",
+        ok(out.ns(), sa(HOST4, 8080), "df-c1:80"),
+    ));
+    res
+}
+
+#[test]
+fn differential_against_reference_portmap() {
+    reference("portmap");
+    reference("bridge");
+    let ours = differential_run(false);
+    let theirs = differential_run(true);
+    let mut diffs = Vec::new();
+    for ((name, a), (_, b)) in ours.iter().zip(&theirs) {
+        eprintln!("{name:45} rnet {a:5} reference {b:5}");
+        if a != b {
+            diffs.push(*name);
+        }
+    }
+    // The one intended difference: rnet refuses a taken host port (error
+    // 120) where the reference silently shadows it.
+    assert_eq!(
+        diffs,
+        vec!["second ADD of a taken host port succeeds"],
+        "{ours:?}\n{theirs:?}"
+    );
 }

@@ -55,7 +55,11 @@
 //! (`bridge . container address`) for every container chained through the
 //! port mapper (with or without mappings; `snat` on), and masquerades
 //! DNATed traffic that leaves through the bridge its source lives on: exact,
-//! flat, and no packet mark, so `markMasqBit` and `externalSetMarkChain` are
+//! flat, and no packet mark. A container reaching its *own* published port
+//! also needs the bridge's ports in hairpin mode (`hairpinMode` of the
+//! bridge plugin), as with the reference (the lab's differential test shows
+//! both fail without it and both work with it). `markMasqBit` and
+//! `externalSetMarkChain` are
 //! validated (0–31, not both) and otherwise unused. (An interval set of
 //! `bridge . subnet` would need interval elements over netlink, which
 //! rnet-nft does not encode.)
