@@ -98,7 +98,7 @@
 //! * [`plan`]: the elements of one attachment, its state file.
 //! * [`ops`]: install/uninstall/check/GC against any [`rnet_nft::Backend`].
 //! * [`conntrack`]: ctnetlink dump-and-delete.
-//! * [`bench`]: the measurement the lead wires into `bench/`.
+//! * [`bench`](mod@bench): the measurement the lead wires into `bench/`.
 
 pub mod bench;
 pub mod config;
