@@ -76,6 +76,18 @@ pub fn hold_until_exit(fds: &[RawFd]) -> Result<(), NsError> {
                 break;
             }
         }
+        // Give the kernel's deferred cleanup time to finish on its own before
+        // the last close: closing with cleanup still pending makes the close
+        // flush it while holding nf_tables' commit lock, which would then
+        // delay whoever commits next instead of this (unwatched) child.
+        let pause = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 100_000_000,
+        };
+        // SAFETY: nanosleep(2) with a valid timespec; async-signal-safe.
+        unsafe {
+            libc::nanosleep(&pause, std::ptr::null_mut());
+        }
         // SAFETY: _exit(2) ends the child without running destructors or atexit handlers.
         unsafe { libc::_exit(0) }
     }

@@ -12,3 +12,4 @@ mod ipam;
 mod none;
 mod portmap;
 mod protocol;
+mod tuning;

@@ -1,0 +1,7 @@
+//! `rnet-tuning` (also installed as `tuning`).
+fn main() {
+    rnet_cni::skel::run(
+        &rnet_tuning::TuningPlugin,
+        concat!("rnet tuning plugin v", env!("CARGO_PKG_VERSION")),
+    )
+}
