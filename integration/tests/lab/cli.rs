@@ -302,6 +302,14 @@ impl Drop for Cleanup<'_> {
         for id in ids.split_whitespace() {
             let _ = self.0.run(&["rm", "-f", id]);
         }
+        // The resolver the DNS plugin started for this lab: stop it by its PID.
+        let pidfile = self.0.state.join("run/dns/rnet-dns.pid");
+        if let Some(pid) = std::fs::read_to_string(pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+        {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
     }
 }
 
@@ -670,4 +678,108 @@ fn compat_install_serves_reference_conflists() {
         )
         .is_err()
     );
+}
+
+/// Containers on one network find each other by name and alias through the
+/// network's resolver; a container on another network does not see them.
+#[test]
+fn containers_resolve_each_other_by_name() {
+    let lab = lab();
+    let cli = Cli::new(&lab);
+    let _c = Cleanup(&cli);
+    let www = lab.state_dir().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("index.html"), "by name\n").unwrap();
+    cli.ok(&["create", "dnsnet", "--subnet", "10.99.5.0/24"]);
+    cli.ok(&["create", "other", "--subnet", "10.99.6.0/24"]);
+    cli.ok(&[
+        "run",
+        "--name",
+        "web",
+        "--network",
+        "dnsnet",
+        "--alias",
+        "www",
+        "-d",
+        "--",
+        busybox(),
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        www.to_str().unwrap(),
+    ]);
+    let resolv = cli.ok(&["exec", "web", "--", "cat", "/etc/resolv.conf"]);
+    assert!(
+        resolv.contains("nameserver 10.99.5.1") && resolv.contains("dns.rnet"),
+        "{resolv}"
+    );
+    for name in ["web", "www", "web.dns.rnet"] {
+        let url = format!("http://{name}/");
+        let got = cli.ok(&[
+            "run",
+            "--network",
+            "dnsnet",
+            "--",
+            busybox(),
+            "wget",
+            "-qO-",
+            &url,
+        ]);
+        assert_eq!(got, "by name\n", "{name}");
+    }
+    let out = cli.run(&[
+        "run",
+        "--network",
+        "other",
+        "--",
+        busybox(),
+        "nslookup",
+        "web",
+    ]);
+    assert_ne!(
+        out.code, 0,
+        "another network must not resolve web: {}",
+        out.stdout
+    );
+    cli.ok(&["rm", "-f", "web"]);
+    let out = cli.run(&[
+        "run",
+        "--network",
+        "dnsnet",
+        "--",
+        busybox(),
+        "nslookup",
+        "web",
+    ]);
+    assert_ne!(
+        out.code, 0,
+        "a removed container's name is gone: {}",
+        out.stdout
+    );
+    cli.ok(&["rm", "dnsnet", "other"]);
+}
+
+/// The README's main job runs and leaves nothing behind.
+#[test]
+fn demo_runs_and_leaves_nothing() {
+    let lab = lab();
+    let mut c = Command::new(rnet("rnet"));
+    c.arg("demo")
+        .env("RNET_PLUGIN_DIR", rnet("rnet").parent().unwrap());
+    let o = lab.host().output(&mut c).unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        out.contains("hello from the web container") && out.contains("everything it made is gone"),
+        "{out}"
+    );
+    // The demo builds its own host namespace: the lab host saw nothing.
+    let mut nl = lab.netlink().unwrap();
+    assert_eq!(nl.link_list().unwrap().len(), 1, "only lo in the lab host");
 }
