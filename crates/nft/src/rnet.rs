@@ -34,7 +34,7 @@
 //! reported on stderr and skipped, so one bad record cannot keep everyone
 //! else's elements out.
 //!
-//! # Layout of `table inet rnet` (version "rnet v2")
+//! # Layout of `table inet rnet` (version "rnet v3")
 //!
 //! Bridge plugin (unchanged from v1): sets `masq4`/`masq6` (masquerade
 //! sources), `bridges`, `bridge_self`, `isolated`; base chains `postrouting`
@@ -78,7 +78,7 @@ use crate::{
 pub const TABLE: &str = "rnet";
 
 /// The version marker (table comment) of this definition.
-pub const VERSION: &str = "rnet v2";
+pub const VERSION: &str = "rnet v3";
 
 /// Set and map names of rnet's tables.
 pub mod sets {
@@ -113,6 +113,10 @@ pub mod sets {
     pub const PUBLISHED4: &str = "published4";
     /// Port mapper: IPv6 addresses of containers with published ports.
     pub const PUBLISHED6: &str = "published6";
+    /// Firewall plugin: IPv4 addresses of admitted containers.
+    pub const FW_ALLOWED4: &str = "fw_allowed4";
+    /// Firewall plugin: IPv6 addresses of admitted containers.
+    pub const FW_ALLOWED6: &str = "fw_allowed6";
 }
 
 /// `table inet rnet`, complete (bridge and port mapper parts).
@@ -129,6 +133,8 @@ pub fn inet_table() -> Table {
         .set(Set::new(HAIRPIN6, "ifname . ipv6_addr"))
         .set(Set::new(PUBLISHED4, "ipv4_addr"))
         .set(Set::new(PUBLISHED6, "ipv6_addr"))
+        .set(Set::new(FW_ALLOWED4, "ipv4_addr"))
+        .set(Set::new(FW_ALLOWED6, "ipv6_addr"))
         .map(Map::new(
             HOSTPORTS4,
             "inet_proto . inet_service",
@@ -158,6 +164,8 @@ pub fn inet_table() -> Table {
         .chain(
             Chain::base("forward", "filter", "forward", "filter")
                 .policy("accept")
+                .rule("ct state established,related ip daddr @fw_allowed4 accept")
+                .rule("ct state established,related ip6 daddr @fw_allowed6 accept")
                 .rule("iifname @isolated oifname @bridges iifname . oifname != @bridge_self drop")
                 .rule("iifname @bridges oifname @isolated iifname . oifname != @bridge_self drop"),
         )

@@ -7,6 +7,7 @@ mod bridge;
 mod cli;
 mod common;
 mod dns;
+mod firewall;
 mod host;
 mod ipam;
 mod none;

@@ -356,7 +356,7 @@ fn del_conntrack_and_restore_after_flush() {
     reaches(out.ns(), sa(HOST4, 8082), "pm-c:80");
     // Masquerade of the bridge plugin came back with it too (v1 elements carried).
     let t = nft(&lab, &["list", "table", "inet", "rnet"]);
-    assert!(t.contains("rnet v2") && t.contains("hostports4"), "{t}");
+    assert!(t.contains("rnet v3") && t.contains("hostports4"), "{t}");
 
     // DEL closes the port; DEL twice is fine.
     net.del(&a, maps.clone());
