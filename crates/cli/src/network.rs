@@ -321,7 +321,7 @@ pub fn render(ctx: &Ctx, o: &CreateOpts, bridge: &str) -> Value {
     if !o.disable_dns {
         plugins.push(json!({"type": "rnet-dnsname", "domainName": "dns.rnet",
             "capabilities": {"aliases": true}, "internal": o.internal,
-            "rnetStateDir": ctx.state_dir.join("run").join("dns")}));
+            "rnetStateDir": ctx.state_dir.join("run")}));
     }
     json!({
         "cniVersion": "1.1.0",

@@ -93,7 +93,7 @@ impl<'a> Net<'a> {
             "type": "rnet-dnsname",
             "domainName": "dns.rnet",
             "capabilities": {"aliases": true},
-            "rnetStateDir": dns_dir(lab),
+            "rnetStateDir": lab.state_dir(),
             // Never the machine's resolvers: a discard port on loopback.
             "rnetDefaultUpstreams": ["127.0.0.1:9"],
         });

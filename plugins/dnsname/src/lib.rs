@@ -16,7 +16,7 @@
 //! | `capabilities.aliases` | — | take aliases from `runtimeConfig.aliases[<network name>]` |
 //! | `internal` | `false` | rnet: never forward this network's queries upstream (external names get REFUSED) |
 //! | `upstreams` | resolver default | rnet: upstream servers for this network (`IP`, `IP:PORT`) |
-//! | `rnetStateDir` | `/run/rnet/dns` | rnet: the resolver's state directory (one resolver per directory) |
+//! | `rnetStateDir` | `/run/rnet` | rnet: the state root shared by rnet's plugins; the resolver's directory is `<root>/dns` (one resolver per directory) |
 //! | `rnetDnsPort` | `53` | rnet: port of a resolver this plugin starts (tests) |
 //! | `rnetDefaultUpstreams` | host resolv.conf | rnet: default upstreams of a resolver this plugin starts |
 //!
@@ -112,10 +112,12 @@ struct Ctx {
 
 fn ctx(args: &CmdArgs) -> Result<Ctx, CniError> {
     let conf: Conf = args.conf.options()?;
+    // `rnetStateDir` is rnet's state root for every plugin of a network; the
+    // resolver's directory is `<root>/dns` (default /run/rnet/dns).
     let state_dir = conf
         .state_dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        .as_ref()
+        .map_or_else(|| PathBuf::from(DEFAULT_STATE_DIR), |root| root.join("dns"));
     let mut launcher = Launcher::new(resolver_exe(args)?, state_dir);
     if let Some(p) = conf.port {
         launcher.port = p;
