@@ -13,4 +13,5 @@ mod ipam;
 mod none;
 mod portmap;
 mod protocol;
+mod runtimes;
 mod tuning;
