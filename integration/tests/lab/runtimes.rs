@@ -93,3 +93,91 @@ fn podman_on_the_reference_plugins() {
     let lab = lab();
     podman_scenario(&lab, Path::new("/usr/lib/cni"), false);
 }
+
+/// libcni itself (a small driver built offline from Debian's
+/// golang-github-appc-cni-dev, as cnitool drives it) runs a conflist of every
+/// rnet plugin: ADD, CHECK, idempotent DEL, and CHECK reports a broken container.
+#[test]
+fn libcni_drives_every_rnet_plugin() {
+    let lab = lab();
+    let work = lab.state_dir().join("go");
+    std::fs::create_dir_all(&work).unwrap();
+    assert!(
+        Path::new("/usr/share/gocode/src/github.com/containernetworking/cni/libcni").exists()
+            && Path::new("/usr/bin/go").exists(),
+        "libcni sources or Go missing: install golang-go and golang-github-appc-cni-dev (scripts/deps.sh does)"
+    );
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/lab/cnidrive/main.go");
+    let drive = work.join("cnidrive");
+    let st = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&drive)
+        .arg(&src)
+        .env("GO111MODULE", "off")
+        .env("GOPATH", "/usr/share/gocode")
+        .env("GOCACHE", work.join("cache"))
+        .env("HOME", &work)
+        .status()
+        .unwrap();
+    assert!(st.success(), "building the libcni driver failed");
+    let _outside = lab.add_outside(OutsideConfig::default()).unwrap();
+    let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "libcni", "plugins": [
+        {"type": "rnet-bridge", "bridge": "br-libcni", "isGateway": true, "ipMasq": true,
+         "rnetStateDir": lab.state_dir().join("run"),
+         "ipam": {"type": "rnet-ipam", "subnet": "10.89.8.0/24", "dataDir": lab.state_dir().join("ipam"),
+                  "routes": [{"dst": "0.0.0.0/0"}]}},
+        {"type": "rnet-portmap", "capabilities": {"portMappings": true}, "rnetStateDir": lab.state_dir().join("run")},
+        {"type": "rnet-firewall", "rnetStateDir": lab.state_dir().join("run")},
+        {"type": "rnet-tuning", "sysctl": {"net.ipv4.conf.IFNAME.arp_notify": "1"}, "dataDir": lab.state_dir().join("tuning")},
+        {"type": "rnet-dnsname", "domainName": "dns.rnet", "rnetStateDir": lab.state_dir().join("run"),
+         "rnetDefaultUpstreams": ["127.0.0.1:9"]}
+    ]});
+    let list = lab.state_dir().join("libcni.conflist");
+    std::fs::write(&list, conf.to_string()).unwrap();
+    let ctr = lab.add_container("c").unwrap();
+    let plugin_dir = rnet("rnet-bridge").parent().unwrap().to_path_buf();
+    let run = |verb: &str| {
+        let mut c = Command::new(&drive);
+        c.arg(verb)
+            .arg(&list)
+            .arg(ctr.netns_path())
+            .env("CNI_PATH", &plugin_dir)
+            .env("CNI_CACHE_DIR", lab.state_dir().join("libcni-cache"))
+            .env("CONTAINER_ID", "libcni1")
+            .env("DRIVE_ARGS", "K8S_POD_NAME=box");
+        let o = lab.host().output(&mut c).unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+        )
+    };
+    let (ok, out) = run("add");
+    assert!(ok, "libcni ADD failed: {out}");
+    assert!(
+        out.contains("10.89.8.2/24") && out.contains("10.89.8.1"),
+        "{out}"
+    );
+    let (ok, out) = run("check");
+    assert!(ok, "libcni CHECK failed: {out}");
+    // Break the container: CHECK must say so.
+    let mut nl = ctr.netlink().unwrap();
+    let eth = nl.link_by_name("eth0").unwrap().unwrap();
+    nl.addr_del(eth.index, "10.89.8.2/24".parse().unwrap())
+        .unwrap();
+    let (ok, out) = run("check");
+    assert!(
+        !ok && out.contains("10.89.8.2"),
+        "CHECK must report the missing address: {out}"
+    );
+    let (ok, out) = run("del");
+    assert!(ok, "libcni DEL failed: {out}");
+    let (ok, out) = run("del");
+    assert!(ok, "a second DEL must succeed: {out}");
+    let pidfile = lab.state_dir().join("run/dns/rnet-dns.pid");
+    if let Some(pid) = std::fs::read_to_string(pidfile)
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+    {
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+    }
+}
