@@ -10,6 +10,10 @@ BB=$(command -v busybox)
 mount --make-rprivate /
 mount -t tmpfs tmpfs /run
 mount -t tmpfs tmpfs /var/lib
+# Upstream DNS is a local fake in the outside namespace, never a real resolver:
+# the resolver reads this namespace's /etc/resolv.conf.
+echo "nameserver 198.51.100.2" > "$T/resolv.conf" 2>/dev/null || { mkdir -p "$T"; echo "nameserver 198.51.100.2" > "$T/resolv.conf"; }
+mount --bind "$T/resolv.conf" /etc/resolv.conf
 # crun refuses hybrid cgroup hierarchies; containers run without cgroups here.
 umount -l /sys/fs/cgroup 2>/dev/null; mount -t cgroup2 none /sys/fs/cgroup 2>/dev/null
 mkdir -p "$T/root/bin" "$T/storage" "$T/runroot" "$T/net.d" "$T/www1" "$T/www2"
@@ -43,7 +47,15 @@ check() { # NAME EXPECTED COMMAND...
   local got; got=$(timeout 10 "$@" 2>&1)
   if printf '%s' "$got" | grep -q -- "$want"; then ok "$name"; else fail "$name" "want '$want', got '$(printf '%s' "$got" | head -c 300)'"; fi
 }
+FAKE_PID=
+if [ "$DNS" = 1 ]; then
+  nsenter --net="$OUTSIDE" dnsmasq --no-daemon --no-resolv --no-hosts --port=53 \
+    --listen-address=198.51.100.2 --bind-interfaces --address=/upstream.test/192.0.2.99 \
+    --pid-file="$T/dnsmasq.pid" >/dev/null 2>&1 &
+  FAKE_PID=$!
+fi
 cleanup() {
+  [ -n "$FAKE_PID" ] && kill "$FAKE_PID" 2>/dev/null
   podman rm -f -a -t 0 >/dev/null 2>&1
   podman network rm -f pnet >/dev/null 2>&1
   [ -f /run/rnet/dns/rnet-dns.pid ] && kill "$(cat /run/rnet/dns/rnet-dns.pid)" 2>/dev/null
@@ -66,10 +78,14 @@ check hairpin "this is web1" podman exec web1 wget -qO- http://198.51.100.1:8080
 if [ "$DNS" = 1 ]; then
   check dns-name "this is web1" podman exec web2 wget -qO- http://web1/web1.html
   check dns-alias "this is web1" podman exec web1 wget -qO- http://w2/web1.html
+  check dns-upstream "192.0.2.99" podman exec web1 nslookup upstream.test
 fi
 podman restart -t 0 web1 >/dev/null && ok restart || fail restart "podman restart"
 check after-restart "this is web1" "$BB" wget -qO- http://127.0.0.1:8080/web1.html
 podman rm -f -t 0 web1 web2 >/dev/null && ok rm || fail rm "podman rm"
 check port-closed-after-rm "exit=1" sh -c "timeout 3 $BB wget -qO- http://127.0.0.1:8080/web1.html; echo exit=\$?"
+if [ "$DNS" = 1 ]; then
+  check dns-name-gone-after-rm "NXDOMAIN\|can't find\|server can't" "$BB" nslookup web1 10.89.7.1
+fi
 podman network rm pnet >/dev/null && ok network-rm || fail network-rm "podman network rm"
 echo "LEASES $(find /var/lib/cni/networks -type f 2>/dev/null | grep -vc -e lock -e last_reserved -e '/\.' )"
