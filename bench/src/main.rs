@@ -175,7 +175,7 @@ fn ipam(o: &Opts, rnet_dir: &Path) -> Result<()> {
     let ours = rnet_dir.join("rnet-ipam");
     let theirs = o.reference_dir.join("host-local");
     require(&[&ours, &theirs])?;
-    let tmp = tempfile::tempdir()?;
+    let tmp = tempfile::tempdir_in(chain::state_parent())?;
     let conf = |dir: &Path, subnet: &str| {
         serde_json::json!({"cniVersion": "1.0.0", "name": "bench", "type": "bridge",
             "ipam": {"type": "host-local", "subnet": subnet, "dataDir": dir}})

@@ -23,12 +23,18 @@ impl Lab {
     /// Build a lab. Fails with [`FixtureError::NeedRoot`] when namespaces
     /// cannot be created (tests should unwrap this: fail loudly, never skip).
     pub fn new() -> Result<Lab> {
+        Self::new_in(&std::env::temp_dir())
+    }
+
+    /// A lab whose state directory is created under `parent` (the benchmark
+    /// puts it on a tmpfs, as `/run` is on real hosts).
+    pub fn new_in(parent: &Path) -> Result<Lab> {
         let host = new_ns()?;
         ensure_lab_ns(&host, "build a lab host")?;
         set_lo_up(&host, "lab host")?;
         let state = tempfile::Builder::new()
             .prefix("rnet-lab-")
-            .tempdir()
+            .tempdir_in(parent)
             .map_err(|e| io_err("creating the lab state directory", e))?;
         Ok(Lab { host, state })
     }
