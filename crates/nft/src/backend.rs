@@ -89,36 +89,7 @@ pub fn ensure_ruleset<B: Backend + ?Sized>(
         return Ok(Ensured::default());
     }
     let mut merged = ruleset.clone();
-    let mut carried = 0;
-    for t in &mut merged.tables {
-        if !backend.table_exists(t.family, &t.name)? {
-            continue;
-        }
-        let (fam, tname) = (t.family, t.name.clone());
-        let names: Vec<String> = t
-            .sets
-            .iter()
-            .map(|s| s.name.clone())
-            .chain(t.maps.iter().map(|m| m.name.clone()))
-            .collect();
-        for name in names {
-            if !backend.set_exists(fam, &tname, &name)? {
-                continue;
-            }
-            // Interval sets and undecodable sets are not carried.
-            let Ok(old) = backend.list_elements(fam, &tname, &name) else {
-                continue;
-            };
-            if let Some(els) = t.elements_mut(&name) {
-                for e in old {
-                    if !els.iter().any(|x| x.same_key(&e)) {
-                        els.push(e);
-                        carried += 1;
-                    }
-                }
-            }
-        }
-    }
+    let carried = carry_over(backend, &mut merged, &|_, _, _| false)?;
     if carried > 0 {
         match backend.apply(&merged) {
             Ok(()) => {
@@ -136,6 +107,48 @@ pub fn ensure_ruleset<B: Backend + ?Sized>(
         applied: true,
         carried: 0,
     })
+}
+
+/// Copies into `model` the elements still in the kernel's sets and maps of the
+/// same names (the model's own elements win on equal keys; interval and
+/// undecodable sets are skipped, as are elements for which `skip` is true).
+/// Returns how many were carried.
+pub(crate) fn carry_over<B: Backend + ?Sized>(
+    backend: &mut B,
+    model: &mut Ruleset,
+    skip: &dyn Fn(Family, &str, &[crate::KeyPart]) -> bool,
+) -> Result<usize, NftError> {
+    let mut carried = 0;
+    for t in &mut model.tables {
+        if !backend.table_exists(t.family, &t.name)? {
+            continue;
+        }
+        let (fam, tname) = (t.family, t.name.clone());
+        let names: Vec<String> = t
+            .sets
+            .iter()
+            .map(|s| s.name.clone())
+            .chain(t.maps.iter().map(|m| m.name.clone()))
+            .collect();
+        for name in names {
+            if !backend.set_exists(fam, &tname, &name)? {
+                continue;
+            }
+            let Ok(old) = backend.list_elements(fam, &tname, &name) else {
+                continue;
+            };
+            if let Some(els) = t.elements_mut(&name) {
+                for e in old {
+                    if skip(fam, &name, &e.key) || els.iter().any(|x| x.same_key(&e)) {
+                        continue;
+                    }
+                    els.push(e);
+                    carried += 1;
+                }
+            }
+        }
+    }
+    Ok(carried)
 }
 
 fn is_complete<B: Backend + ?Sized>(b: &mut B, ruleset: &Ruleset) -> Result<bool, NftError> {

@@ -744,39 +744,14 @@ fn restore_excluding<B: Backend + ?Sized>(
                 .collect()
         })
         .unwrap_or_default();
-    let mut res = Restored::default();
     // (1) carry over what the kernel still has.
-    for t in &mut model.tables {
-        if !backend.table_exists(t.family, &t.name)? {
-            continue;
-        }
-        let (fam, tname) = (t.family, t.name.clone());
-        let names: Vec<String> = t
-            .sets
-            .iter()
-            .map(|s| s.name.clone())
-            .chain(t.maps.iter().map(|m| m.name.clone()))
-            .collect();
-        for name in names {
-            if !backend.set_exists(fam, &tname, &name)? {
-                continue;
-            }
-            let Ok(old) = backend.list_elements(fam, &tname, &name) else {
-                continue;
-            };
-            if let Some(els) = t.elements_mut(&name) {
-                for e in old {
-                    if excluded.contains(&(fam, name.clone(), e.key.clone())) {
-                        continue;
-                    }
-                    if !els.iter().any(|x| x.same_key(&e)) {
-                        els.push(e);
-                        res.carried += 1;
-                    }
-                }
-            }
-        }
-    }
+    let carried = crate::backend::carry_over(backend, &mut model, &|fam, set, key| {
+        excluded.contains(&(fam, set.to_owned(), key.to_vec()))
+    })?;
+    let mut res = Restored {
+        carried,
+        ..Restored::default()
+    };
     // (2) the journals.
     let journals = journal_list(state_root, None);
     for (_, j) in &journals {
