@@ -99,6 +99,16 @@ fn podman_on_the_reference_plugins() {
 /// rnet plugin: ADD, CHECK, idempotent DEL, and CHECK reports a broken container.
 #[test]
 fn libcni_drives_every_rnet_plugin() {
+    libcni_scenario(true);
+}
+
+/// The same libcni scenario on the reference plugins (no DNS plugin there).
+#[test]
+fn libcni_drives_the_reference_plugins() {
+    libcni_scenario(false);
+}
+
+fn libcni_scenario(rnet_plugins: bool) {
     let lab = lab();
     let work = lab.state_dir().join("go");
     std::fs::create_dir_all(&work).unwrap();
@@ -121,21 +131,31 @@ fn libcni_drives_every_rnet_plugin() {
         .unwrap();
     assert!(st.success(), "building the libcni driver failed");
     let _outside = lab.add_outside(OutsideConfig::default()).unwrap();
-    let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "libcni", "plugins": [
-        {"type": "rnet-bridge", "bridge": "br-libcni", "isGateway": true, "ipMasq": true,
+    let t = |rnet_name: &'static str, reference: &'static str| {
+        if rnet_plugins { rnet_name } else { reference }
+    };
+    let mut plugins = vec![
+        serde_json::json!({"type": t("rnet-bridge", "bridge"), "bridge": "br-libcni", "isGateway": true, "ipMasq": true,
          "rnetStateDir": lab.state_dir().join("run"),
-         "ipam": {"type": "rnet-ipam", "subnet": "10.89.8.0/24", "dataDir": lab.state_dir().join("ipam"),
-                  "routes": [{"dst": "0.0.0.0/0"}]}},
-        {"type": "rnet-portmap", "capabilities": {"portMappings": true}, "rnetStateDir": lab.state_dir().join("run")},
-        {"type": "rnet-firewall", "rnetStateDir": lab.state_dir().join("run")},
-        {"type": "rnet-tuning", "sysctl": {"net.ipv4.conf.IFNAME.arp_notify": "1"}, "dataDir": lab.state_dir().join("tuning")},
-        {"type": "rnet-dnsname", "domainName": "dns.rnet", "rnetStateDir": lab.state_dir().join("run"),
-         "rnetDefaultUpstreams": ["127.0.0.1:9"]}
-    ]});
+         "ipam": {"type": t("rnet-ipam", "host-local"), "subnet": "10.89.8.0/24", "dataDir": lab.state_dir().join("ipam"),
+                  "routes": [{"dst": "0.0.0.0/0"}]}}),
+        serde_json::json!({"type": t("rnet-portmap", "portmap"), "capabilities": {"portMappings": true}, "rnetStateDir": lab.state_dir().join("run")}),
+        serde_json::json!({"type": t("rnet-firewall", "firewall"), "backend": "iptables", "rnetStateDir": lab.state_dir().join("run")}),
+        serde_json::json!({"type": t("rnet-tuning", "tuning"), "sysctl": {"net.ipv4.conf.eth0.arp_notify": "1"}, "dataDir": lab.state_dir().join("tuning")}),
+    ];
+    if rnet_plugins {
+        plugins.push(serde_json::json!({"type": "rnet-dnsname", "domainName": "dns.rnet", "rnetStateDir": lab.state_dir().join("run"),
+         "rnetDefaultUpstreams": ["127.0.0.1:9"]}));
+    }
+    let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "libcni", "plugins": plugins});
     let list = lab.state_dir().join("libcni.conflist");
     std::fs::write(&list, conf.to_string()).unwrap();
     let ctr = lab.add_container("c").unwrap();
-    let plugin_dir = rnet("rnet-bridge").parent().unwrap().to_path_buf();
+    let plugin_dir = if rnet_plugins {
+        rnet("rnet-bridge").parent().unwrap().to_path_buf()
+    } else {
+        PathBuf::from("/usr/lib/cni")
+    };
     let run = |verb: &str| {
         let mut c = Command::new(&drive);
         c.arg(verb)
@@ -144,7 +164,7 @@ fn libcni_drives_every_rnet_plugin() {
             .env("CNI_PATH", &plugin_dir)
             .env("CNI_CACHE_DIR", lab.state_dir().join("libcni-cache"))
             .env("CONTAINER_ID", "libcni1")
-            .env("DRIVE_ARGS", "K8S_POD_NAME=box");
+            .env("DRIVE_ARGS", "IgnoreUnknown=1;K8S_POD_NAME=box");
         let o = lab.host().output(&mut c).unwrap();
         (
             o.status.success(),
