@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod bridge;
+mod chaos;
 mod cli;
 mod common;
 mod dns;

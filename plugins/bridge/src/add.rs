@@ -343,7 +343,7 @@ fn create_veth(
                     .link_by_name(spec.name)
                     .map_err(nl_err(format!("looking up {}", spec.name)))?;
                 if let Some(l) = &host {
-                    if l.alias.as_deref() == Some(tag) && !retried {
+                    if crate::state::veth_is_ours(l, tag) && !retried {
                         match nl.link_del(l.index) {
                             Ok(()) => {}
                             Err(e) if e.is_not_found() => {}

@@ -38,7 +38,7 @@ fn delete_veth(nl: &mut Netlink, name: &str, tag: &str) -> Result<(), CniError> 
     let Some(l) = nl.link_by_name(name).map_err(netlink_error)? else {
         return Ok(());
     };
-    if l.alias.as_deref() != Some(tag) {
+    if !crate::state::veth_is_ours(&l, tag) {
         eprintln!(
             "rnet-bridge: not deleting {name}: it belongs to {:?}, not {tag:?}",
             l.alias.unwrap_or_default()
@@ -103,7 +103,7 @@ pub fn reap(spec: &str) {
         return;
     };
     if let Ok(Some(l)) = nl.link_by_index(index) {
-        if l.name == name && l.alias.as_deref() == Some(tag) {
+        if l.name == name && crate::state::veth_is_ours(&l, tag) {
             let _ = nl.link_del(index);
         }
     }
@@ -279,10 +279,40 @@ pub fn gc(args: &CmdArgs, valid: &[Attachment]) -> Result<(), CniError> {
         }
     }
     // Veths without a state file (state dir wiped): one dump, filtered by alias.
+    let valid_names: HashSet<String> = valid
+        .iter()
+        .map(|a| host_veth_name(&a.container_id, &a.ifname))
+        .collect();
+    let bridge_index = nl
+        .link_by_name(&conf.bridge)
+        .ok()
+        .flatten()
+        .map(|b| b.index);
     match nl.link_list() {
         Ok(links) => {
             for l in links {
                 let Some(alias) = l.alias.as_deref() else {
+                    // An ADD killed between creating the pair and naming it:
+                    // an rnet-named veth on this network's bridge, no alias,
+                    // that no valid attachment would have.
+                    let rnet_named = l.name.len() == 15
+                        && l.name.starts_with("veth")
+                        && l.name[4..].bytes().all(|b| b.is_ascii_hexdigit());
+                    if rnet_named
+                        && l.kind.as_deref() == Some("veth")
+                        && bridge_index.is_some()
+                        && l.master == bridge_index
+                        && !valid_names.contains(&l.name)
+                    {
+                        if let Err(e) = nl.link_del(l.index) {
+                            if !e.is_not_found() {
+                                errs.push(
+                                    netlink_error(e)
+                                        .context(format!("GC: deleting unnamed veth {}", l.name)),
+                                );
+                            }
+                        }
+                    }
                     continue;
                 };
                 let Some((net, cid, ifname)) = parse_tag(alias) else {

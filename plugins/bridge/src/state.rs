@@ -41,6 +41,18 @@ pub fn attachment_tag(network: &str, container_id: &str, ifname: &str) -> String
     format!("{network}/{container_id}/{ifname}")
 }
 
+/// Is host link `l` (found under the attachment's deterministic veth name)
+/// this attachment's? Its alias says so; a veth with that name and no alias
+/// is one whose ADD was killed between creating the pair and setting the
+/// alias (the kernel takes the alias in a second request), also ours.
+pub fn veth_is_ours(l: &rnet_netlink::Link, tag: &str) -> bool {
+    l.kind.as_deref().is_none_or(|k| k == "veth")
+        && match l.alias.as_deref() {
+            Some(a) => a == tag,
+            None => true,
+        }
+}
+
 /// Splits a tag back into (network, container ID, ifname).
 pub fn parse_tag(tag: &str) -> Option<(&str, &str, &str)> {
     let (network, rest) = tag.split_once('/')?;
