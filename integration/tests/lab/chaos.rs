@@ -9,7 +9,7 @@
 //! test rewrites before every operation (a random number of microseconds, or
 //! none).
 
-use crate::common::{lab, rnet};
+use crate::common::{StopResolver, lab, rnet};
 use netns_fixtures::{Container, Lab, ping};
 use rnet_cni::Attachment;
 use rnet_cni::runtime::{ConfList, Runtime, RuntimeConf};
@@ -50,6 +50,7 @@ fn sigkill_anywhere_then_gc_leaves_only_the_living() {
     let delay = lab.state_dir().join("delay");
     let bin = wrapper_dir(&lab, &delay);
     let root = lab.state_dir().join("run");
+    let _resolver = StopResolver(root.join("dns"));
     let conf = json!({"cniVersion": "1.1.0", "name": "chaos", "plugins": [
         {"type": "rnet-bridge", "bridge": "br-chaos", "isGateway": true, "ipMasq": true,
          "rnetStateDir": root,
@@ -254,12 +255,6 @@ fn sigkill_anywhere_then_gc_leaves_only_the_living() {
     for a in &valid {
         let i: usize = a.container_id[1..].parse().unwrap();
         let _ = lab.host().run(|| rt.del(&list, &rc(i)));
-    }
-    if let Some(pid) = std::fs::read_to_string(dns.join("rnet-dns.pid"))
-        .ok()
-        .and_then(|s| s.trim().parse::<u32>().ok())
-    {
-        let _ = Command::new("kill").arg(pid.to_string()).status();
     }
     eprintln!(
         "chaos (seed {seed0}): {rounds} operations, {kills} killed or failed, {adds} ADDs and {dels} DELs completed, {} alive at GC",

@@ -54,3 +54,26 @@ pub fn error_code(out: &CniOutput) -> u64 {
         .as_u64()
         .unwrap_or_else(|| panic!("error without a code: {v}"))
 }
+
+/// Stops, on drop (also when the test panics), the rnet-dns resolver that
+/// the DNS plugin started with state directory `.0`: read from its PID file,
+/// and only if that process really is rnet-dns on this directory.
+pub struct StopResolver(pub PathBuf);
+
+impl Drop for StopResolver {
+    fn drop(&mut self) {
+        let Some(pid) = std::fs::read_to_string(self.0.join("rnet-dns.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+        else {
+            return;
+        };
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains("rnet-dns") && cmd.contains(&*self.0.to_string_lossy()) {
+            let _ = std::process::Command::new("kill")
+                .arg(pid.to_string())
+                .status();
+        }
+    }
+}

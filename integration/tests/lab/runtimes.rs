@@ -110,6 +110,7 @@ fn libcni_drives_the_reference_plugins() {
 
 fn libcni_scenario(rnet_plugins: bool) {
     let lab = lab();
+    let _resolver = crate::common::StopResolver(lab.state_dir().join("run").join("dns"));
     let work = lab.state_dir().join("go");
     std::fs::create_dir_all(&work).unwrap();
     assert!(
@@ -193,11 +194,4 @@ fn libcni_scenario(rnet_plugins: bool) {
     assert!(ok, "libcni DEL failed: {out}");
     let (ok, out) = run("del");
     assert!(ok, "a second DEL must succeed: {out}");
-    let pidfile = lab.state_dir().join("run/dns/rnet-dns.pid");
-    if let Some(pid) = std::fs::read_to_string(pidfile)
-        .ok()
-        .and_then(|s| s.trim().parse::<u32>().ok())
-    {
-        let _ = Command::new("kill").arg(pid.to_string()).status();
-    }
 }
