@@ -15,4 +15,5 @@ mod none;
 mod portmap;
 mod protocol;
 mod runtimes;
+mod storm;
 mod tuning;

@@ -333,6 +333,7 @@ fn create_veth(
     tag: &str,
 ) -> Result<u32, CniError> {
     let mut retried = false;
+    let mut waited = 0u32;
     loop {
         match nl.create_veth(spec) {
             Ok(i) => return Ok(i),
@@ -357,11 +358,34 @@ fn create_veth(
                 }
                 let mut cnl = Netlink::in_netns(ns)
                     .map_err(nl_err("opening netlink in the container namespace"))?;
-                if cnl
+                let peer = cnl
                     .link_by_name(spec.peer_name)
-                    .map_err(nl_err("looking up the container interface"))?
-                    .is_some()
-                {
+                    .map_err(nl_err("looking up the container interface"))?;
+                if let Some(p) = &peer {
+                    // The container half of this attachment's own pair whose
+                    // deletion (a DEL's detached reaper, or ours just now) is
+                    // still going through the kernel: its host half is gone
+                    // or is ours. Wait for it (bounded) instead of failing.
+                    let host_half = match p.peer_index {
+                        Some(i) => nl
+                            .link_by_index(i)
+                            .map_err(nl_err("looking up the veth peer"))?,
+                        None => None,
+                    };
+                    let ours = p.kind.as_deref() == Some("veth")
+                        && host_half.as_ref().is_none_or(|h| {
+                            h.name == spec.name && crate::state::veth_is_ours(h, tag)
+                        });
+                    if ours && waited < 50 {
+                        if let Some(h) = host_half {
+                            let _ = nl.link_del(h.index);
+                        }
+                        waited += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                        continue;
+                    }
+                }
+                if peer.is_some() {
                     return Err(CniError::new(
                         code::INTERFACE_EXISTS,
                         format!(
@@ -380,6 +404,15 @@ fn create_veth(
                                 l.alias.unwrap_or_default()
                             ),
                         ));
+                    }
+                    None if waited < 50 => {
+                        // Neither name is visible, yet the kernel says one
+                        // exists: an old device of that name is still being
+                        // unregistered (its sysfs entry goes last, after an
+                        // RCU grace period). Wait for it, bounded.
+                        waited += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                        continue;
                     }
                     None => {
                         return Err(nl_err(format!(
