@@ -64,3 +64,51 @@ pub fn refuse_own_netns(ns: &NetNs) -> Result<(), CniError> {
     }
     Ok(())
 }
+
+/// Per-attachment state files, shared by the plugins that keep one
+/// (`<stateDir>/<network>/<containerID>_<ifname>.json`, written atomically
+/// before the work they describe, so DEL and GC find what a crashed ADD left).
+pub mod state {
+    use rnet_cni::CniError;
+    use serde::Serialize;
+    use serde::de::DeserializeOwned;
+    use std::path::{Path, PathBuf};
+
+    /// The directory holding a network's state files.
+    pub fn network_dir(state_dir: &Path, network: &str) -> PathBuf {
+        state_dir.join(network)
+    }
+
+    /// The state file of one attachment.
+    pub fn path(state_dir: &Path, network: &str, container_id: &str, ifname: &str) -> PathBuf {
+        network_dir(state_dir, network).join(format!("{container_id}_{ifname}.json"))
+    }
+
+    /// Writes `value` to `path` atomically (mode 0600).
+    pub fn write<T: Serialize>(path: &Path, value: &T, what: &str) -> Result<(), CniError> {
+        let bytes = serde_json::to_vec(value)
+            .map_err(|e| CniError::internal(format!("cannot encode {what}: {e}")))?;
+        rnet_cni::runtime::write_atomic(path, &bytes)
+    }
+
+    /// Reads a state file; `Ok(None)` when it does not exist, `Err` naming a
+    /// corrupt or unreadable file (DEL and GC log it and fall back).
+    pub fn read<T: DeserializeOwned>(path: &Path, what: &str) -> Result<Option<T>, String> {
+        match std::fs::read(path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| format!("{what} {} is corrupt: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("cannot read {what} {}: {e}", path.display())),
+        }
+    }
+
+    /// Removes a state file; a missing one is fine.
+    pub fn remove(path: &Path, what: &str) -> Result<(), String> {
+        match std::fs::remove_file(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("cannot remove {what} {}: {e}", path.display())),
+        }
+    }
+}

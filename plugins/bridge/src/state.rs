@@ -101,41 +101,29 @@ impl AttachmentState {
 
 /// The directory holding a network's state files.
 pub fn network_dir(state_dir: &Path, network: &str) -> PathBuf {
-    state_dir.join(network)
+    rnet_plugin::state::network_dir(state_dir, network)
 }
 
 /// The state file of one attachment.
 pub fn state_path(state_dir: &Path, network: &str, container_id: &str, ifname: &str) -> PathBuf {
-    network_dir(state_dir, network).join(format!("{container_id}_{ifname}.json"))
+    rnet_plugin::state::path(state_dir, network, container_id, ifname)
 }
 
 /// Writes the state file atomically.
 pub fn write_state(path: &Path, st: &AttachmentState) -> Result<(), CniError> {
-    let bytes = serde_json::to_vec(st)
-        .map_err(|e| CniError::internal(format!("cannot encode attachment state: {e}")))?;
-    rnet_cni::runtime::write_atomic(path, &bytes)
+    rnet_plugin::state::write(path, st, "attachment state")
 }
 
 /// Reads a state file; `Ok(None)` if it does not exist. A file that cannot be
 /// decoded is reported as `Err` with the path (callers that must be lenient,
 /// DEL and GC, log it and fall back).
 pub fn read_state(path: &Path) -> Result<Option<AttachmentState>, String> {
-    match std::fs::read(path) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| format!("state file {} is corrupt: {e}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("cannot read state file {}: {e}", path.display())),
-    }
+    rnet_plugin::state::read(path, "state file")
 }
 
 /// Removes a state file; a missing file is fine.
 pub fn remove_state(path: &Path) -> Result<(), String> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("cannot remove state file {}: {e}", path.display())),
-    }
+    rnet_plugin::state::remove(path, "state file")
 }
 
 /// All state files of a network (for GC), as (path, decoded state or error).

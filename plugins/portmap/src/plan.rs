@@ -291,45 +291,27 @@ impl AttachmentState {
 
 /// `<stateDir>/<network>`.
 pub fn network_dir(state_dir: &Path, network: &str) -> PathBuf {
-    state_dir.join(network)
+    rnet_plugin::state::network_dir(state_dir, network)
 }
 
 /// The state file of one attachment.
 pub fn state_path(state_dir: &Path, network: &str, container_id: &str, ifname: &str) -> PathBuf {
-    network_dir(state_dir, network).join(format!("{container_id}_{ifname}.json"))
+    rnet_plugin::state::path(state_dir, network, container_id, ifname)
 }
 
 /// Writes a state file atomically.
 pub fn write_state(path: &Path, st: &AttachmentState) -> Result<(), CniError> {
-    let bytes = serde_json::to_vec(st)
-        .map_err(|e| CniError::internal(format!("cannot encode portmap state: {e}")))?;
-    rnet_cni::runtime::write_atomic(path, &bytes)
+    rnet_plugin::state::write(path, st, "portmap state")
 }
 
 /// Reads a state file; `Ok(None)` if missing; `Err` names a corrupt file.
 pub fn read_state(path: &Path) -> Result<Option<AttachmentState>, String> {
-    match std::fs::read(path) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| format!("portmap state file {} is corrupt: {e}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!(
-            "cannot read portmap state file {}: {e}",
-            path.display()
-        )),
-    }
+    rnet_plugin::state::read(path, "portmap state file")
 }
 
 /// Removes a state file; missing is fine.
 pub fn remove_state(path: &Path) -> Result<(), CniError> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(CniError::io(format!(
-            "cannot remove portmap state file {}: {e}",
-            path.display()
-        ))),
-    }
+    rnet_plugin::state::remove(path, "portmap state file").map_err(CniError::io)
 }
 
 /// Every state file of `network`: (path, parsed or error).
