@@ -1,7 +1,7 @@
 //! The `rnet` command run inside a throwaway host namespace: networks
 //! (`create`, `ls`, `inspect`, `rm`, `prune`), their conflists, and errors.
 
-use crate::common::{lab, reference, rnet};
+use crate::common::{container_veths, lab, lease_count, reference, rnet};
 use netns_fixtures::{Lab, OutsideConfig, ping};
 use rnet_cni::runtime::{ConfList, Runtime, RuntimeConf};
 use serde_json::{Value, json};
@@ -422,27 +422,9 @@ fn containers_lifecycle_with_published_port() {
     cli.ok(&["rm", "s1"]);
     assert!(cli.ok(&["ps", "-a", "-q"]).trim().is_empty());
     // Nothing left: no veth on the host, no lease.
-    let mut nl = lab.netlink().unwrap();
-    let veths: Vec<String> = nl
-        .link_list()
-        .unwrap()
-        .into_iter()
-        .filter(|l| l.kind.as_deref() == Some("veth") && l.name != "uplink0")
-        .map(|l| l.name)
-        .collect();
+    let veths = container_veths(&lab);
     assert!(veths.is_empty(), "{veths:?}");
-    let leases = std::fs::read_dir(cli.state.join("ipam").join("web"))
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .filter(|e| {
-                    e.file_name()
-                        .to_string_lossy()
-                        .parse::<std::net::IpAddr>()
-                        .is_ok()
-                })
-                .count()
-        })
-        .unwrap_or(0);
+    let leases = lease_count(&cli.state.join("ipam").join("web"));
     assert_eq!(leases, 0);
     cli.ok(&["rm", "web"]);
 }
@@ -579,26 +561,12 @@ fn reload_gc_status_completions_man() {
     assert!(k.status().unwrap().success());
     std::thread::sleep(std::time::Duration::from_millis(200));
     cli.ok(&["gc"]);
-    let mut nl = lab.netlink().unwrap();
-    let veths = nl
-        .link_list()
-        .unwrap()
-        .into_iter()
-        .filter(|l| l.kind.as_deref() == Some("veth"))
-        .count();
-    assert_eq!(veths, 0, "GC removed the dead container's veth");
-    let leases = std::fs::read_dir(cli.state.join("ipam").join("hk"))
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .filter(|e| {
-                    e.file_name()
-                        .to_string_lossy()
-                        .parse::<std::net::IpAddr>()
-                        .is_ok()
-                })
-                .count()
-        })
-        .unwrap_or(0);
+    let veths = container_veths(&lab);
+    assert!(
+        veths.is_empty(),
+        "GC removed the dead container's veth: {veths:?}"
+    );
+    let leases = lease_count(&cli.state.join("ipam").join("hk"));
     assert_eq!(leases, 0, "GC released the lease");
     let mut list = Command::new("nft");
     list.args(["list", "map", "inet", "rnet", "hostports4"]);

@@ -77,3 +77,31 @@ impl Drop for StopResolver {
         }
     }
 }
+
+/// Lease files (host-local format: one file named by its address) in an IPAM
+/// network directory; 0 when the directory does not exist.
+pub fn lease_count(network_dir: &std::path::Path) -> usize {
+    std::fs::read_dir(network_dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .parse::<std::net::IpAddr>()
+                        .is_ok()
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// The veths on the lab host other than the uplink to the outside namespace.
+pub fn container_veths(lab: &Lab) -> Vec<String> {
+    let mut nl = lab.netlink().expect("netlink in the lab host");
+    nl.link_list()
+        .expect("link dump")
+        .into_iter()
+        .filter(|l| l.kind.as_deref() == Some("veth") && l.name != "uplink0")
+        .map(|l| l.name)
+        .collect()
+}

@@ -50,14 +50,7 @@ fn podman_scenario(lab: &Lab, plugins: &Path, dns: bool) -> String {
         "podman rm must release the leases:\n{out}"
     );
     // Nothing left on the lab host: no container veth.
-    let mut nl = lab.netlink().unwrap();
-    let veths: Vec<String> = nl
-        .link_list()
-        .unwrap()
-        .into_iter()
-        .filter(|l| l.kind.as_deref() == Some("veth") && l.name != "uplink0")
-        .map(|l| l.name)
-        .collect();
+    let veths = crate::common::container_veths(lab);
     assert!(veths.is_empty(), "veths left: {veths:?}");
     out
 }

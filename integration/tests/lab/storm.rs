@@ -3,7 +3,7 @@
 //! if a retry succeeds), distinct addresses at every instant, and nothing
 //! left at the end: no lease, veth, nft element or name.
 
-use crate::common::{StopResolver, lab, rnet};
+use crate::common::{StopResolver, container_veths, lab, lease_count, rnet};
 use rnet_cni::runtime::{ConfList, Runtime, RuntimeConf};
 use serde_json::json;
 use std::collections::HashMap;
@@ -132,25 +132,10 @@ fn fifty_workers_add_del_without_errors_or_leaks() {
     let cycles = cycles.into_inner();
     assert!(cycles >= workers, "only {cycles} cycles in {seconds} s");
     std::thread::sleep(Duration::from_millis(500)); // deferred veth deletions
-    let leases = std::fs::read_dir(lab.state_dir().join("ipam").join("storm"))
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .parse::<std::net::IpAddr>()
-                .is_ok()
-        })
-        .count();
+    let leases = lease_count(&lab.state_dir().join("ipam").join("storm"));
     assert_eq!(leases, 0, "leases left after {cycles} cycles");
-    let mut nl = lab.netlink().unwrap();
-    let veths = nl
-        .link_list()
-        .unwrap()
-        .into_iter()
-        .filter(|l| l.kind.as_deref() == Some("veth"))
-        .count();
-    assert_eq!(veths, 0, "veths left");
+    let veths = container_veths(&lab);
+    assert!(veths.is_empty(), "veths left: {veths:?}");
     let mut c = Command::new("nft");
     c.args(["list", "table", "inet", "rnet"]);
     let table = String::from_utf8_lossy(&lab.host().output(&mut c).unwrap().stdout).into_owned();
