@@ -34,7 +34,7 @@
 //! reported on stderr and skipped, so one bad record cannot keep everyone
 //! else's elements out.
 //!
-//! # Layout of `table inet rnet` (version "rnet v3")
+//! # Layout of `table inet rnet` (version "rnet v4")
 //!
 //! Bridge plugin (unchanged from v1): sets `masq4`/`masq6` (masquerade
 //! sources), `bridges`, `bridge_self`, `isolated`; base chains `postrouting`
@@ -48,6 +48,10 @@
 //!   `pm_dnat` only for `fib daddr type local`: only packets really
 //!   addressed to this host are translated (CVE-2025-67499);
 //! * `pm_dnat`: two map lookups per family, hostIP-bound entries first;
+//!   before each, a verdict map (`pm_condip4`, `pm_cond4`, v6 alike) sends
+//!   ports published with `conditionsV4/V6` to the chain of their condition
+//!   set (`pmc4_<hash>`, created on first use, see [`cond`]), which continues
+//!   to `pm_cdnat4/6` (the same lookups) only when the conditions match;
 //! * `pm_postrouting` (nat, srcnat): masquerade DNATed traffic from
 //!   127.0.0.0/8 (localhost publishing) and DNATed traffic that leaves
 //!   through the bridge it came from (`oifname . ip saddr @hairpin4`:
@@ -69,6 +73,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
+pub mod cond;
+
 use crate::{
     Backend, Batch, Chain, Element, Family, KeyPart, Map, NftError, OpKind, Ruleset, Set, Table,
     Verdict,
@@ -78,7 +84,7 @@ use crate::{
 pub const TABLE: &str = "rnet";
 
 /// The version marker (table comment) of this definition.
-pub const VERSION: &str = "rnet v3";
+pub const VERSION: &str = "rnet v4";
 
 /// Set and map names of rnet's tables.
 pub mod sets {
@@ -113,6 +119,17 @@ pub mod sets {
     pub const PUBLISHED4: &str = "published4";
     /// Port mapper: IPv6 addresses of containers with published ports.
     pub const PUBLISHED6: &str = "published6";
+    /// Port mapper, conditioned ports: `inet_proto . inet_service : verdict`
+    /// (`goto pmc4_<hash>`).
+    pub const PM_COND4: &str = "pm_cond4";
+    /// Port mapper, conditioned ports: `inet_proto . inet_service : verdict`.
+    pub const PM_COND6: &str = "pm_cond6";
+    /// Port mapper, conditioned hostIP-bound ports:
+    /// `ipv4_addr . inet_proto . inet_service : verdict`.
+    pub const PM_CONDIP4: &str = "pm_condip4";
+    /// Port mapper, conditioned hostIP-bound ports:
+    /// `ipv6_addr . inet_proto . inet_service : verdict`.
+    pub const PM_CONDIP6: &str = "pm_condip6";
     /// Firewall plugin: IPv4 addresses of admitted containers.
     pub const FW_ALLOWED4: &str = "fw_allowed4";
     /// Firewall plugin: IPv6 addresses of admitted containers.
@@ -169,11 +186,37 @@ pub fn inet_table() -> Table {
                 .rule("iifname @isolated oifname @bridges iifname . oifname != @bridge_self drop")
                 .rule("iifname @bridges oifname @isolated iifname . oifname != @bridge_self drop"),
         )
+        .map(Map::new(PM_COND4, "inet_proto . inet_service", "verdict"))
+        .map(Map::new(PM_COND6, "inet_proto . inet_service", "verdict"))
+        .map(Map::new(
+            PM_CONDIP4,
+            "ipv4_addr . inet_proto . inet_service",
+            "verdict",
+        ))
+        .map(Map::new(
+            PM_CONDIP6,
+            "ipv6_addr . inet_proto . inet_service",
+            "verdict",
+        ))
+        .chain(
+            Chain::new(cond::CDNAT4)
+                .rule("dnat ip to ip daddr . meta l4proto . th dport map @hostip_ports4")
+                .rule("meta nfproto ipv4 dnat ip to meta l4proto . th dport map @hostports4"),
+        )
+        .chain(
+            Chain::new(cond::CDNAT6)
+                .rule("dnat ip6 to ip6 daddr . meta l4proto . th dport map @hostip_ports6")
+                .rule("meta nfproto ipv6 dnat ip6 to meta l4proto . th dport map @hostports6"),
+        )
         .chain(
             Chain::new("pm_dnat")
+                .rule("ip daddr . meta l4proto . th dport vmap @pm_condip4")
                 .rule("dnat ip to ip daddr . meta l4proto . th dport map @hostip_ports4")
+                .rule("meta nfproto ipv4 meta l4proto . th dport vmap @pm_cond4")
                 .rule("meta nfproto ipv4 dnat ip to meta l4proto . th dport map @hostports4")
+                .rule("ip6 daddr . meta l4proto . th dport vmap @pm_condip6")
                 .rule("dnat ip6 to ip6 daddr . meta l4proto . th dport map @hostip_ports6")
+                .rule("meta nfproto ipv6 meta l4proto . th dport vmap @pm_cond6")
                 .rule("meta nfproto ipv6 dnat ip6 to meta l4proto . th dport map @hostports6"),
         )
         .chain(
@@ -247,6 +290,19 @@ pub enum RnetError {
         #[source]
         source: std::io::Error,
     },
+    /// Another process held the lock for longer than [`LOCK_TIMEOUT`]
+    /// (CNI error 11, "try again": the caller may retry).
+    #[error(
+        "{} is held by another process (waited {} ms); another rnet plugin is rebuilding the \
+         ruleset or is stuck: retry, and if it persists find the process holding it (`fuser {}`)",
+        path.display(), waited.as_millis(), path.display()
+    )]
+    Busy {
+        /// The lock file.
+        path: PathBuf,
+        /// How long this process waited.
+        waited: std::time::Duration,
+    },
 }
 
 impl RnetError {
@@ -254,7 +310,7 @@ impl RnetError {
     pub fn errno(&self) -> Option<i32> {
         match self {
             RnetError::Nft(e) => e.errno(),
-            RnetError::Journal { .. } => None,
+            RnetError::Journal { .. } | RnetError::Busy { .. } => None,
         }
     }
 
@@ -616,8 +672,25 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RnetError> {
     })
 }
 
-/// An exclusive `flock` on `<stateRoot>/nft/lock`, held while it lives.
+/// How long [`lock`] waits for another process before giving up with
+/// [`RnetError::Busy`]. The lock is held only while the ruleset is rebuilt
+/// (one `nft -f`, tens of milliseconds), so this bound is only reached when
+/// the holder is stuck.
+pub const LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// An exclusive `flock` on `<stateRoot>/nft/lock`, held while it lives;
+/// waits at most [`LOCK_TIMEOUT`].
 pub fn lock(state_root: &Path) -> Result<std::fs::File, RnetError> {
+    lock_within(state_root, LOCK_TIMEOUT)
+}
+
+/// [`lock`] with an explicit bound.
+pub fn lock_within(
+    state_root: &Path,
+    timeout: std::time::Duration,
+) -> Result<std::fs::File, RnetError> {
+    use rustix::fs::FlockOperation;
+    use rustix::io::Errno;
     let root = journal_root(state_root);
     {
         use std::os::unix::fs::DirBuilderExt as _;
@@ -634,9 +707,21 @@ pub fn lock(state_root: &Path) -> Result<std::fs::File, RnetError> {
         .write(true)
         .open(&p)
         .map_err(jerr("cannot open lock file", &p))?;
-    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
-        .map_err(|e| jerr("cannot lock", &p)(e.into()))?;
-    Ok(f)
+    let start = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_micros(100);
+    loop {
+        match rustix::fs::flock(&f, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(f),
+            Err(Errno::WOULDBLOCK) | Err(Errno::INTR) => {}
+            Err(e) => return Err(jerr("cannot lock", &p)(e.into())),
+        }
+        let waited = start.elapsed();
+        if waited >= timeout {
+            return Err(RnetError::Busy { path: p, waited });
+        }
+        std::thread::sleep(pause.min(timeout - waited));
+        pause = (pause * 2).min(std::time::Duration::from_millis(10));
+    }
 }
 
 /// What a restore did.
@@ -667,6 +752,24 @@ pub fn commit<B: Backend + ?Sized>(
         Err(e) => return Err(e.into()),
     }
     let _lock = lock(state_root)?;
+    match backend.commit(batch) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(e.into()),
+    }
+    restore_excluding(backend, state_root, Some(batch))?;
+    backend.commit(batch).map_err(RnetError::from)
+}
+
+/// [`commit`] for a caller that already holds the lock ([`lock`]): commit
+/// `batch`; on `ENOENT` restore rnet's tables (without the batch's own
+/// elements) and commit again. (Calling [`commit`] with the lock held would
+/// wait for itself.)
+pub fn commit_locked<B: Backend + ?Sized>(
+    backend: &mut B,
+    batch: &Batch,
+    state_root: &Path,
+) -> Result<(), RnetError> {
     match backend.commit(batch) {
         Ok(()) => return Ok(()),
         Err(e) if e.is_not_found() => {}
@@ -775,6 +878,9 @@ fn restore_excluding<B: Backend + ?Sized>(
             }
         }
     }
+    // (3) the port mapper's condition chains: the recorded ones, and an
+    // empty (closed) one for a verdict whose chain has no record.
+    cond::add_chains(&mut model, state_root, &[]);
     match backend.apply(&model) {
         Ok(()) => return Ok(res),
         Err(NftError::NftFailed { stderr, .. }) if res.carried + res.journaled > 0 => {
@@ -786,7 +892,14 @@ fn restore_excluding<B: Backend + ?Sized>(
         }
         Err(e) => return Err(e.into()),
     }
-    backend.apply(&ruleset())?;
+    let mut bare = ruleset();
+    let refs: Vec<String> = journals
+        .iter()
+        .flat_map(|(_, j)| j.entries.iter())
+        .filter_map(|en| en.element.verdict.as_ref()?.chain().map(str::to_owned))
+        .collect();
+    cond::add_chains(&mut bare, state_root, &refs);
+    backend.apply(&bare)?;
     let mut res = Restored::default();
     for (path, j) in &journals {
         for b in j.batches() {
@@ -830,6 +943,19 @@ mod tests {
                 KeyPart::Port(80),
             ])
             .comment(tag)
+    }
+
+    #[test]
+    fn lock_is_bounded_and_exclusive() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = lock(dir.path()).unwrap();
+        let t = std::time::Instant::now();
+        let e = lock_within(dir.path(), std::time::Duration::from_millis(150)).unwrap_err();
+        assert!(t.elapsed() >= std::time::Duration::from_millis(150));
+        assert!(matches!(e, RnetError::Busy { .. }), "{e:?}");
+        assert!(e.to_string().contains("nft/lock"), "{e}");
+        drop(held);
+        lock_within(dir.path(), std::time::Duration::from_millis(150)).unwrap();
     }
 
     #[test]

@@ -9,6 +9,7 @@
 use rnet_cni::{CmdArgs, CniError, code};
 use rnet_netlink::NetlinkError;
 use rnet_netns::{NetNs, NsError};
+use rnet_nft::rnet::RnetError;
 
 /// A namespace error as a CNI error.
 pub fn ns_error(e: NsError) -> CniError {
@@ -26,6 +27,20 @@ pub fn netlink_error(e: NetlinkError) -> CniError {
     match e {
         NetlinkError::Namespace(ns) => ns_error(ns),
         other => CniError::new(code::NETLINK, other.to_string()),
+    }
+}
+
+/// An error of rnet's shared nftables ruleset as a CNI error: a lock held
+/// too long is 11 (try again), a journal file that cannot be written is 5
+/// (I/O), anything nftables refused is 102. `what` says what was being done.
+pub fn nft_error(what: impl std::fmt::Display) -> impl FnOnce(RnetError) -> CniError {
+    move |e| {
+        let code = match &e {
+            RnetError::Busy { .. } => code::TRY_AGAIN,
+            RnetError::Journal { .. } => code::IO,
+            RnetError::Nft(_) => code::NFTABLES,
+        };
+        CniError::new(code, format!("{what}: {e}"))
     }
 }
 

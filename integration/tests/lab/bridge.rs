@@ -1514,3 +1514,83 @@ fn measure_add_del() {
         times[499]
     );
 }
+
+/// Holds an exclusive `flock` on `path` in a child `flock(1)` process until
+/// dropped (killed by PID).
+struct HeldLock(std::process::Child);
+
+impl HeldLock {
+    fn new(path: &Path) -> Self {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        // -o: the lock stays with flock(1) itself (not with `sleep`), so
+        // killing it by PID releases the lock.
+        let child = std::process::Command::new("flock")
+            .args(["-x", "-o"])
+            .arg(path)
+            .args(["sleep", "120"])
+            .spawn()
+            .expect("flock(1) from util-linux is needed");
+        wait_until("flock(1) to take the lock", || {
+            !std::process::Command::new("flock")
+                .args(["-n", "-x"])
+                .arg(path)
+                .arg("true")
+                .status()
+                .unwrap()
+                .success()
+        });
+        HeldLock(child)
+    }
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A lock held by a stuck process makes ADD fail with 11 ("try again") after
+/// a bound, with nothing left behind, and the retry succeeds: the IPAM store
+/// lock, then the shared nft ruleset lock (taken when the table is built).
+#[test]
+fn held_locks_give_try_again_and_roll_back() {
+    let lab = lab();
+    let mut c = conf(
+        &lab,
+        "lk",
+        "br-lk",
+        &["10.47.0.0/24"],
+        json!({"ipMasq": true}),
+    );
+    rnet_ipam(&mut c);
+    let net = Net::rnet(&lab, c);
+    let ctr = lab.add_container("lk1").unwrap();
+    let bound = rnet_nft::rnet::LOCK_TIMEOUT;
+    for lock in [
+        ipam_dir(&lab).join("lk").join("lock"),
+        lab.state_dir().join("nft").join("lock"),
+    ] {
+        let held = HeldLock::new(&lock);
+        let t = Instant::now();
+        let out = net.call("ADD", "lk1", Some(&ctr.netns_path()), "eth0", &net.conf);
+        let took = t.elapsed();
+        assert_eq!(error_code(&out), 11, "{}: {out:?}", lock.display());
+        assert!(
+            took >= bound && took < bound * 2,
+            "{}: failed after {took:?}, bound {bound:?}",
+            lock.display()
+        );
+        let msg = out.json().unwrap()["msg"].as_str().unwrap().to_owned();
+        assert!(msg.contains("lock"), "the message names the lock: {msg}");
+        assert!(rnet_veths(&lab, "lk").is_empty(), "no veth left");
+        assert!(lease_files(&lab, "lk").is_empty(), "no lease left");
+        assert_eq!(state_files(&lab, "lk"), 0, "no state left");
+        drop(held);
+    }
+    let r = net.add(&ctr);
+    assert!(ip_of(&r, true).to_string().starts_with("10.47.0."), "{r}");
+    ping(ctr.ns(), "10.47.0.1".parse().unwrap(), T).unwrap();
+    net.del(&ctr, Some(&r));
+    assert!(lease_files(&lab, "lk").is_empty());
+}

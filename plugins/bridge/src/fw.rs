@@ -21,9 +21,10 @@
 use crate::state::{AttachmentState, parse_tag};
 use ipnet::IpNet;
 use rnet_cni::{CniError, code};
-use rnet_nft::rnet::{Journal, RnetError};
+use rnet_nft::rnet::Journal;
 pub use rnet_nft::rnet::{TABLE, bridge_table, comment_for, inet_table, sets};
 use rnet_nft::{Batch, Element, Family, KeyPart, Nft, NftError};
+use rnet_plugin::nft_error;
 use std::collections::HashSet;
 use std::path::Path;
 
@@ -155,16 +156,12 @@ fn batch_of(family: Family, adds: &[(&'static str, Vec<Element>)]) -> Batch {
     b
 }
 
-fn rnet_err(what: impl std::fmt::Display) -> impl FnOnce(RnetError) -> CniError {
-    move |e| CniError::new(code::NFTABLES, format!("{what}: {e}"))
-}
-
 /// Commits `batch` through the shared slow path: if rnet's tables are
 /// missing or outdated, they are restored with every plugin's journaled
 /// elements (one `nft -f -`), then the batch is retried.
 fn commit(nft: &mut Nft, batch: &Batch, state_root: &Path) -> Result<(), CniError> {
     let family = batch.family();
-    rnet_nft::rnet::commit(nft, batch, state_root).map_err(rnet_err(format!(
+    rnet_nft::rnet::commit(nft, batch, state_root).map_err(nft_error(format!(
         "adding elements to table {family} {TABLE}"
     )))
 }
@@ -192,7 +189,7 @@ pub fn install(att: &FwAttachment<'_>, state_root: &Path) -> Result<Installed, C
             .extend(Journal::from_batch(JOURNAL, att.tag, b).entries);
     }
     rnet_nft::rnet::journal_write(state_root, &journal)
-        .map_err(rnet_err("recording the attachment's nft elements"))?;
+        .map_err(nft_error("recording the attachment's nft elements"))?;
     let mut nft = Nft::new().map_err(nft_err("opening an nf_tables netlink socket"))?;
     if let Some(b) = &spoof {
         commit(&mut nft, b, state_root)?;
@@ -310,7 +307,7 @@ pub fn remove_with(nft: &mut Nft, inst: &Installed, state_root: &Path) -> Result
     if errs.is_empty() {
         // The elements are gone: so is the record that would restore them.
         if let Err(e) = rnet_nft::rnet::journal_remove(state_root, JOURNAL, &inst.tag) {
-            errs.push(rnet_err("removing the attachment's nft record")(e));
+            errs.push(nft_error("removing the attachment's nft record")(e));
         }
     }
     match errs.into_iter().next() {

@@ -31,6 +31,7 @@ use ipnet::IpNet;
 use rnet_cni::{Attachment, CmdArgs, CniError, CniResult, Plugin, code};
 use rnet_nft::rnet::{Journal, TABLE, comment_for, sets};
 use rnet_nft::{Batch, Element, Family, KeyPart, Nft};
+use rnet_plugin::nft_error;
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -207,16 +208,11 @@ impl Plugin for FirewallPlugin {
         let b = add_batch(args, &conf, &prev);
         if !b.is_empty() {
             let journal = Journal::from_batch(JOURNAL, &tag(args), &b);
-            rnet_nft::rnet::journal_write(&conf.state_root, &journal).map_err(|e| {
-                CniError::new(code::NFTABLES, format!("recording firewall elements: {e}"))
-            })?;
+            rnet_nft::rnet::journal_write(&conf.state_root, &journal)
+                .map_err(nft_error("recording firewall elements"))?;
             let mut nft = Nft::new().map_err(nft_err("opening an nf_tables socket"))?;
-            rnet_nft::rnet::commit(&mut nft, &b, &conf.state_root).map_err(|e| {
-                CniError::new(
-                    code::NFTABLES,
-                    format!("admitting the container's addresses: {e}"),
-                )
-            })?;
+            rnet_nft::rnet::commit(&mut nft, &b, &conf.state_root)
+                .map_err(nft_error("admitting the container's addresses"))?;
         }
         Ok(prev)
     }

@@ -6,8 +6,9 @@ use crate::config::Config;
 use crate::conntrack::{self, Target};
 use crate::plan::{self, AttachmentState, PortEntry, parse_tag};
 use rnet_cni::{Attachment, CmdArgs, CniError, CniResult, code};
+use rnet_nft::rnet::cond::{self, COND_MAPS, CondChain, CondChains};
 use rnet_nft::rnet::{self as shared, Journal, RnetError, TABLE, comment_for, sets};
-use rnet_nft::{Backend, Batch, Element, Family, Nft};
+use rnet_nft::{Backend, Batch, Element, Family, Nft, Verdict};
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::Path;
@@ -29,10 +30,7 @@ const ADDR_SETS: [&str; 4] = [
 ];
 
 fn nft_err(what: impl std::fmt::Display) -> impl FnOnce(RnetError) -> CniError {
-    move |e| match e {
-        RnetError::Journal { .. } => CniError::io(format!("{what}: {e}")),
-        RnetError::Nft(_) => CniError::new(code::NFTABLES, format!("{what}: {e}")),
-    }
+    rnet_plugin::nft_error(what)
 }
 
 fn open_nft() -> Result<Nft, CniError> {
@@ -48,7 +46,12 @@ fn open_nft() -> Result<Nft, CniError> {
 /// taken by another attachment is error 120 naming the port and its owner,
 /// with nothing changed; elements left by an earlier ADD of the same
 /// attachment are replaced.
-pub fn install<B: Backend + ?Sized>(
+///
+/// Without conditions this is the hot path: one batch, no lock. With
+/// `conditionsV4/V6` the nft lock is held from recording the condition
+/// chains to the commit, so a concurrent DEL cannot remove a chain between
+/// its creation and the elements that use it (see [`prune_chains`]).
+pub fn install<B: Backend + CondChains + ?Sized>(
     b: &mut B,
     st: &AttachmentState,
     root: &Path,
@@ -60,8 +63,75 @@ pub fn install<B: Backend + ?Sized>(
     let tag = st.tag();
     shared::journal_write(root, &Journal::from_batch(PLUGIN, &tag, &batch))
         .map_err(nft_err("recording the port mapper's nft elements"))?;
-    let what = || format!("publishing the ports of {tag}");
-    match shared::commit(b, &batch, root) {
+    let chains = st.cond_chains();
+    if chains.is_empty() {
+        return install_batch(b, st, &batch, root, false);
+    }
+    let _lock = shared::lock(root).map_err(nft_err("locking rnet's nft state"))?;
+    let res =
+        ensure_chains(b, &chains, root).and_then(|()| install_batch(b, st, &batch, root, true));
+    if res.is_err() {
+        // Chains made for this ADD alone must not stay behind.
+        let names: Vec<String> = chains.iter().map(CondChain::name).collect();
+        if let Err(e) = prune_locked(b, root, Some(&names)) {
+            eprintln!(
+                "rnet-portmap: cannot remove unused condition chains: {}",
+                e.msg
+            );
+        }
+    }
+    res
+}
+
+/// Records and creates the condition chains that do not exist yet (lock held).
+fn ensure_chains<B: Backend + CondChains + ?Sized>(
+    b: &mut B,
+    chains: &[CondChain],
+    root: &Path,
+) -> Result<(), CniError> {
+    let nft = |what: String| {
+        move |e: rnet_nft::NftError| CniError::new(code::NFTABLES, format!("{what}: {e}"))
+    };
+    for c in chains {
+        cond::record_write(root, c).map_err(nft_err("recording a condition chain"))?;
+    }
+    if !shared::is_current(b).map_err(nft("checking rnet's nftables tables".into()))? {
+        // Missing or outdated tables: the restore brings the recorded
+        // chains along.
+        shared::restore(b, root).map_err(nft_err("restoring rnet's nftables tables"))?;
+    }
+    for c in chains {
+        let name = c.name();
+        if !b
+            .chain_exists(Family::Inet, TABLE, &name)
+            .map_err(nft(format!("looking up chain {name}")))?
+        {
+            b.put_chain(&c.chain()).map_err(nft(format!(
+                "creating the condition chain {name} ({}: {})",
+                c.family.key(),
+                c.matches
+            )))?;
+        }
+    }
+    Ok(())
+}
+
+fn install_batch<B: Backend + ?Sized>(
+    b: &mut B,
+    st: &AttachmentState,
+    batch: &Batch,
+    root: &Path,
+    locked: bool,
+) -> Result<(), CniError> {
+    let what = || format!("publishing the ports of {}", st.tag());
+    let commit = |b: &mut B, batch: &Batch| {
+        if locked {
+            shared::commit_locked(b, batch, root)
+        } else {
+            shared::commit(b, batch, root)
+        }
+    };
+    match commit(b, batch) {
         Ok(()) => return Ok(()),
         Err(e) if e.is_exists() => {}
         Err(e) => return Err(nft_err(what())(e)),
@@ -96,14 +166,14 @@ pub fn install<B: Backend + ?Sized>(
     for (map, els) in &ours {
         del.delete_elements_lenient(TABLE, map, els);
     }
-    shared::commit(b, &del, root).map_err(nft_err(what()))?;
-    shared::commit(b, &batch, root).map_err(nft_err(what()))
+    commit(b, &del).map_err(nft_err(what()))?;
+    commit(b, batch).map_err(nft_err(what()))
 }
 
 type Owned = Vec<(&'static str, Vec<Element>)>;
 
-/// Elements of the maps that collide with `st`'s ports: (ours, by key per
-/// map) and (foreign: entry and owner tag).
+/// Elements of the port maps and condition maps that collide with `st`'s
+/// ports: (ours, by key per map) and (foreign: entry and owner tag).
 fn conflicts<B: Backend + ?Sized>(
     b: &mut B,
     st: &AttachmentState,
@@ -111,8 +181,19 @@ fn conflicts<B: Backend + ?Sized>(
     let comment = comment_for(&st.tag());
     let mut ours: Owned = Vec::new();
     let mut foreign = Vec::new();
-    for map in PORT_MAPS {
-        let mine: Vec<&PortEntry> = st.ports.iter().filter(|p| p.map() == map).collect();
+    let mut wanted: Vec<(&'static str, Vec<&PortEntry>)> = PORT_MAPS
+        .into_iter()
+        .map(|map| (map, st.ports.iter().filter(|p| p.map() == map).collect()))
+        .collect();
+    for (map, els) in st.cond_elements() {
+        let mine = st
+            .ports
+            .iter()
+            .filter(|p| els.iter().any(|e| e.key == p.key()) && cond_map(p) == map)
+            .collect();
+        wanted.push((map, mine));
+    }
+    for (map, mine) in wanted {
         if mine.is_empty() {
             continue;
         }
@@ -136,9 +217,20 @@ fn conflicts<B: Backend + ?Sized>(
     Ok((ours, foreign))
 }
 
+/// The condition map a conditioned port's verdict element lives in.
+fn cond_map(p: &PortEntry) -> &'static str {
+    match (p.addr.is_ipv4(), p.host_ip.is_some()) {
+        (true, true) => sets::PM_CONDIP4,
+        (true, false) => sets::PM_COND4,
+        (false, true) => sets::PM_CONDIP6,
+        (false, false) => sets::PM_COND6,
+    }
+}
+
 /// Removes `st`'s elements (lenient; a missing table is restored first, see
-/// [`shared::commit`]), then its journal.
-pub fn uninstall<B: Backend + ?Sized>(
+/// [`shared::commit`]), then its journal, then its condition chains if no
+/// other attachment uses them.
+pub fn uninstall<B: Backend + CondChains + ?Sized>(
     b: &mut B,
     st: &AttachmentState,
     root: &Path,
@@ -148,7 +240,70 @@ pub fn uninstall<B: Backend + ?Sized>(
         shared::commit(b, &batch, root)
             .map_err(nft_err(format!("unpublishing the ports of {}", st.tag())))?;
     }
-    shared::journal_remove(root, PLUGIN, &st.tag()).map_err(nft_err("removing the journal"))
+    shared::journal_remove(root, PLUGIN, &st.tag()).map_err(nft_err("removing the journal"))?;
+    let names: Vec<String> = st.cond_chains().iter().map(CondChain::name).collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    prune_chains(b, root, Some(&names))
+}
+
+/// Deletes the condition chains among `names` (every recorded one if
+/// `None`) that no element of the condition maps refers to any more, and
+/// their records. Takes the nft lock: an ADD holds it from creating a chain
+/// to committing the elements that use it.
+pub fn prune_chains<B: Backend + CondChains + ?Sized>(
+    b: &mut B,
+    root: &Path,
+    names: Option<&[String]>,
+) -> Result<(), CniError> {
+    let _lock = shared::lock(root).map_err(nft_err("locking rnet's nft state"))?;
+    prune_locked(b, root, names)
+}
+
+fn prune_locked<B: Backend + CondChains + ?Sized>(
+    b: &mut B,
+    root: &Path,
+    names: Option<&[String]>,
+) -> Result<(), CniError> {
+    let mut used: HashSet<String> = HashSet::new();
+    for map in COND_MAPS {
+        match b.list_elements(Family::Inet, TABLE, map) {
+            Ok(els) => used.extend(
+                els.iter()
+                    .filter_map(|e| e.verdict.as_ref())
+                    .filter_map(|v| match v {
+                        Verdict::Goto(c) | Verdict::Jump(c) => Some(c.clone()),
+                        _ => None,
+                    }),
+            ),
+            // No tables (flushed): keep every record for the restore.
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => {
+                return Err(CniError::new(
+                    code::NFTABLES,
+                    format!("listing inet {TABLE} {map}: {e}"),
+                ));
+            }
+        }
+    }
+    let candidates: Vec<String> = match names {
+        Some(n) => n.to_vec(),
+        None => cond::records(root).iter().map(CondChain::name).collect(),
+    };
+    for name in candidates {
+        if used.contains(&name) {
+            continue;
+        }
+        b.remove_chain(&name).map_err(|e| {
+            CniError::new(
+                code::NFTABLES,
+                format!("removing the unused condition chain {name}: {e}"),
+            )
+        })?;
+        cond::record_remove(root, &name).map_err(nft_err("removing a condition chain record"))?;
+    }
+    Ok(())
 }
 
 /// Elements carrying `keep(comment)` in every port map and address set,
@@ -158,7 +313,7 @@ pub fn scan<B: Backend + ?Sized>(
     keep: &dyn Fn(&str) -> bool,
 ) -> Result<Batch, CniError> {
     let mut del = Batch::new(Family::Inet);
-    for set in PORT_MAPS.into_iter().chain(ADDR_SETS) {
+    for set in PORT_MAPS.into_iter().chain(COND_MAPS).chain(ADDR_SETS) {
         let els = match b.list_elements(Family::Inet, TABLE, set) {
             Ok(v) => v,
             Err(e) if e.is_not_found() => continue,
@@ -192,8 +347,26 @@ pub fn missing<B: Backend + ?Sized>(
         ));
         return Ok(out);
     }
+    for c in st.cond_chains() {
+        let name = c.name();
+        if !b
+            .chain_exists(Family::Inet, TABLE, &name)
+            .map_err(|e| CniError::new(code::NFTABLES, e.to_string()))?
+        {
+            out.push(format!(
+                "condition chain {name} ({}: {}) missing in inet {TABLE}",
+                c.family.key(),
+                c.matches
+            ));
+        }
+    }
     let comment = comment_for(&st.tag());
-    for (set, want) in st.port_elements().into_iter().chain(st.set_elements()) {
+    for (set, want) in st
+        .port_elements()
+        .into_iter()
+        .chain(st.cond_elements())
+        .chain(st.set_elements())
+    {
         let have = b.list_elements(Family::Inet, TABLE, set).map_err(|e| {
             CniError::new(code::NFTABLES, format!("listing inet {TABLE} {set}: {e}"))
         })?;
@@ -203,7 +376,11 @@ pub fn missing<B: Backend + ?Sized>(
                     "{{ {} }} missing in inet {TABLE} {set}",
                     w.key_text()
                 )),
-                Some(h) if h.data != w.data || h.comment.as_deref() != Some(comment.as_str()) => {
+                Some(h)
+                    if h.data != w.data
+                        || h.verdict != w.verdict
+                        || h.comment.as_deref() != Some(comment.as_str()) =>
+                {
                     out.push(format!(
                         "{{ {} }} in inet {TABLE} {set} points elsewhere: {}",
                         w.key_text(),
@@ -401,6 +578,9 @@ pub fn cmd_del(args: &CmdArgs) -> Result<(), CniError> {
                     nft.commit(&del).map_err(|e| {
                         CniError::new(code::NFTABLES, format!("unpublishing ports of {tag}: {e}"))
                     })?;
+                    if touches_cond_maps(&del) {
+                        prune_chains(&mut nft, &cfg.state_root, None)?;
+                    }
                 }
                 let _ = shared::journal_remove(&cfg.state_root, PLUGIN, &tag);
                 return Ok(());
@@ -470,7 +650,7 @@ pub fn cmd_gc(args: &CmdArgs, valid: &[Attachment]) -> Result<(), CniError> {
 }
 
 /// GC against any backend.
-pub fn gc<B: Backend + ?Sized>(
+pub fn gc<B: Backend + CondChains + ?Sized>(
     b: &mut B,
     cfg: &Config,
     valid: &[Attachment],
@@ -517,10 +697,23 @@ pub fn gc<B: Backend + ?Sized>(
             let _ = std::fs::remove_file(path);
         }
     }
+    // Condition chains nobody refers to any more (of any network: a chain
+    // is shared by everyone with the same conditions).
+    if !cond::records(&cfg.state_root).is_empty() {
+        if let Err(e) = prune_chains(b, &cfg.state_root, None) {
+            errs.push(e);
+        }
+    }
     match errs.into_iter().next() {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+fn touches_cond_maps(b: &Batch) -> bool {
+    b.ops()
+        .iter()
+        .any(|op| COND_MAPS.contains(&op.set.as_str()) && !op.elements.is_empty())
 }
 
 /// The container address a port entry points at (for tests and messages).
@@ -773,5 +966,231 @@ destroy element inet rnet published6 { fd00::2 }
         );
         assert_eq!(shared::journal_list(dir.path(), Some(PLUGIN)).len(), 1);
         assert_eq!(plan::list_states(&cfg.state_dir(), "net1").len(), 1);
+    }
+
+    fn cond_state(root: &Path, cid: &str, last: u8, port: u16, extra: Value) -> AttachmentState {
+        let p = prev(
+            &format!("10.88.0.{last}/16"),
+            Some(&format!("fd00::{last}/64")),
+        );
+        let (cfg, nc) = cfg_with(
+            root,
+            json!([
+                {"hostPort": port, "containerPort": 80},
+                {"hostPort": port + 1, "containerPort": 81, "hostIP": "198.51.100.1"},
+            ]),
+            extra,
+            &p,
+        );
+        AttachmentState::build(&cfg, cid, "eth0", nc.prev_result.as_ref()).unwrap()
+    }
+
+    fn inet(f: &FakeBackend) -> &rnet_nft::Table {
+        f.state()
+            .tables
+            .iter()
+            .find(|t| t.family == Family::Inet)
+            .unwrap()
+    }
+
+    fn chain_names(f: &FakeBackend) -> Vec<String> {
+        inet(f)
+            .chains
+            .iter()
+            .map(|c| c.name.clone())
+            .filter(|n| cond::is_cond_chain(n))
+            .collect()
+    }
+
+    #[test]
+    fn golden_conditioned_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = cond_state(
+            dir.path(),
+            "c1",
+            2,
+            8080,
+            json!({"conditionsV4": ["-s", "203.0.113.0/24"]}),
+        );
+        assert_eq!(st.cond4.as_deref(), Some("ip saddr 203.0.113.0/24"));
+        assert_eq!(st.cond6, None);
+        let h = cond::chain_name(cond::CondFamily::V4, "ip saddr 203.0.113.0/24");
+        let want_add = format!(
+            "\
+create element inet rnet hostip_ports4 {{ 198.51.100.1 . tcp . 8081 comment \"net1/c1/eth0\" : 10.88.0.2 . 81 }}
+create element inet rnet hostports4 {{ tcp . 8080 comment \"net1/c1/eth0\" : 10.88.0.2 . 80 }}
+create element inet rnet hostports6 {{ tcp . 8080 comment \"net1/c1/eth0\" : fd00::2 . 80 }}
+add element inet rnet pm_condip4 {{ 198.51.100.1 . tcp . 8081 comment \"net1/c1/eth0\" : goto {h} }}
+add element inet rnet pm_cond4 {{ tcp . 8080 comment \"net1/c1/eth0\" : goto {h} }}
+add element inet rnet hairpin4 {{ \"cni0\" . 10.88.0.2 comment \"net1/c1/eth0\" }}
+add element inet rnet hairpin6 {{ \"cni0\" . fd00::2 comment \"net1/c1/eth0\" }}
+add element inet rnet published4 {{ 10.88.0.2 comment \"net1/c1/eth0\" }}
+add element inet rnet published6 {{ fd00::2 comment \"net1/c1/eth0\" }}
+"
+        );
+        assert_eq!(st.add_batch().render(), want_add);
+        let del = st.del_batch().render();
+        assert!(
+            del.contains("destroy element inet rnet pm_cond4 { tcp . 8080 }")
+                && del
+                    .contains("destroy element inet rnet pm_condip4 { 198.51.100.1 . tcp . 8081 }"),
+            "{del}"
+        );
+        // The state file keeps the canonical conditions; an old state file
+        // without them still reads.
+        let text = serde_json::to_string(&st).unwrap();
+        assert!(
+            text.contains("\"conditionsV4\":\"ip saddr 203.0.113.0/24\""),
+            "{text}"
+        );
+        let back: AttachmentState = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, st);
+        // A v6-only condition on a v6 port, nft form.
+        let st6 = cond_state(
+            dir.path(),
+            "c1",
+            2,
+            8080,
+            json!({"backend": "nftables", "conditionsV6": ["iifname \"uplink0\""]}),
+        );
+        assert_eq!(st6.cond4, None);
+        let els = st6.cond_elements();
+        assert_eq!(els.len(), 1);
+        assert_eq!(els[0].0, sets::PM_COND6);
+    }
+
+    #[test]
+    fn condition_chains_are_shared_and_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let mut f = FakeBackend::new();
+        let conds = json!({"conditionsV4": ["-s", "203.0.113.7"]});
+        let a = cond_state(root, "a", 2, 8080, conds.clone());
+        let b = cond_state(root, "b", 3, 9080, conds);
+        let plain = state(
+            root,
+            "p",
+            "10.88.0.4/16",
+            None,
+            json!([{"hostPort": 7000, "containerPort": 80}]),
+        );
+        install(&mut f, &plain, root).unwrap();
+        install(&mut f, &a, root).unwrap();
+        let name = a.cond_chains()[0].name();
+        assert_eq!(chain_names(&f), vec![name.clone()]);
+        assert_eq!(cond::records(root).len(), 1);
+        install(&mut f, &b, root).unwrap();
+        assert_eq!(
+            chain_names(&f),
+            vec![name.clone()],
+            "one chain per condition set"
+        );
+        assert!(missing(&mut f, &a).unwrap().is_empty());
+        assert!(missing(&mut f, &b).unwrap().is_empty());
+        // The chain rule is the canonical conditions.
+        let rule = inet(&f)
+            .chains
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap()
+            .rules
+            .clone();
+        assert_eq!(
+            rule,
+            vec!["ip saddr 203.0.113.7 goto pm_cdnat4".to_string()]
+        );
+
+        // Flush: the next commit restores the tables, the chain comes back.
+        f.flush_ruleset();
+        uninstall(&mut f, &a, root).unwrap();
+        assert_eq!(chain_names(&f), vec![name.clone()], "b still uses it");
+        assert!(missing(&mut f, &b).unwrap().is_empty());
+        assert!(missing(&mut f, &plain).unwrap().is_empty());
+        // The last user goes: chain and record go.
+        uninstall(&mut f, &b, root).unwrap();
+        assert!(chain_names(&f).is_empty());
+        assert!(cond::records(root).is_empty());
+        assert!(
+            f.list_elements(Family::Inet, TABLE, sets::PM_COND4)
+                .unwrap()
+                .is_empty()
+        );
+        // The plain mapping never noticed.
+        assert!(missing(&mut f, &plain).unwrap().is_empty());
+    }
+
+    #[test]
+    fn conditioned_port_conflicts_with_plain_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let mut f = FakeBackend::new();
+        let plain = state(
+            root,
+            "p",
+            "10.88.0.4/16",
+            None,
+            json!([{"hostPort": 8080, "containerPort": 80}]),
+        );
+        install(&mut f, &plain, root).unwrap();
+        let before = inet(&f).render().unwrap();
+        let c = cond_state(root, "c", 2, 8080, json!({"conditionsV4": ["-i", "eth0"]}));
+        let e = install(&mut f, &c, root).unwrap_err();
+        assert_eq!(e.code, 120, "{e:?}");
+        assert!(e.msg.contains("container p"), "{}", e.msg);
+        // Nothing of the failed ADD stays, not even its chain.
+        assert_eq!(inet(&f).render().unwrap(), before);
+        assert!(cond::records(root).is_empty());
+        // And the other way round.
+        let c2 = cond_state(root, "c2", 5, 9000, json!({"conditionsV4": ["-i", "eth0"]}));
+        install(&mut f, &c2, root).unwrap();
+        let p2 = state(
+            root,
+            "p2",
+            "10.88.0.6/16",
+            None,
+            json!([{"hostPort": 9000, "containerPort": 80}]),
+        );
+        let e = install(&mut f, &p2, root).unwrap_err();
+        assert_eq!(e.code, 120, "{e:?}");
+        // A repeated ADD of c2 with other conditions replaces its elements
+        // and chain.
+        let c2b = cond_state(root, "c2", 5, 9000, json!({"conditionsV4": ["-i", "eth1"]}));
+        uninstall(&mut f, &c2, root).unwrap();
+        install(&mut f, &c2b, root).unwrap();
+        assert_eq!(chain_names(&f), vec![c2b.cond_chains()[0].name()]);
+        assert!(missing(&mut f, &c2b).unwrap().is_empty());
+        // CHECK notices a missing condition element and a missing chain.
+        let mut d = Batch::new(Family::Inet);
+        d.delete_elements(TABLE, sets::PM_COND4, &[Element::new(c2b.ports[0].key())]);
+        f.commit(&d).unwrap();
+        let m = missing(&mut f, &c2b).unwrap();
+        assert!(m.iter().any(|l| l.contains("pm_cond4")), "{m:?}");
+    }
+
+    #[test]
+    fn gc_prunes_condition_chains() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let mut f = FakeBackend::new();
+        let p = prev("10.88.0.2/16", None);
+        let (cfg, _) = cfg_with(root, json!([]), json!({}), &p);
+        let a = cond_state(
+            root,
+            "a",
+            2,
+            8080,
+            json!({"conditionsV4": ["ip saddr 1.2.3.4"]}),
+        );
+        plan::write_state(&plan::state_path(&cfg.state_dir(), "net1", "a", "eth0"), &a).unwrap();
+        install(&mut f, &a, root).unwrap();
+        assert_eq!(chain_names(&f).len(), 1);
+        gc(&mut f, &cfg, &[]).unwrap();
+        assert!(chain_names(&f).is_empty());
+        assert!(cond::records(root).is_empty());
+        assert!(
+            f.list_elements(Family::Inet, TABLE, sets::HOSTPORTS4)
+                .unwrap()
+                .is_empty()
+        );
     }
 }
