@@ -158,15 +158,22 @@ impl Client {
             .map_err(|e| DnsError::Protocol(format!("encoding a request: {e}")))?;
         line.push(b'\n');
         let what = || format!("talking to the resolver at {}", self.path.display());
-        self.reader
-            .get_mut()
-            .write_all(&line)
-            .map_err(|e| DnsError::io(what(), e))?;
+        // A connection cut mid-request means the resolver went away (killed
+        // or exiting): reported as `Closing`, so the caller reconnects, which
+        // starts a new resolver from the persisted registry. Every request is
+        // idempotent, so sending it again is safe.
+        let io_err = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::BrokenPipe
+            | std::io::ErrorKind::UnexpectedEof => DnsError::Closing,
+            _ => DnsError::io(what(), e),
+        };
+        self.reader.get_mut().write_all(&line).map_err(io_err)?;
         let mut buf = Vec::new();
         let n = (&mut self.reader)
             .take(MAX_LINE as u64)
             .read_until(b'\n', &mut buf)
-            .map_err(|e| DnsError::io(what(), e))?;
+            .map_err(io_err)?;
         if n == 0 {
             return Err(DnsError::Closing);
         }

@@ -388,12 +388,12 @@ impl Launcher {
     }
 
     /// Sends `req`, starting a resolver if needed; a resolver in its idle
-    /// exit is replaced by a new one.
+    /// exit, or killed during the request or its start-up, is replaced by a
+    /// new one (up to five tries).
     pub fn request(&self, req: &Request) -> Result<Reply, DnsError> {
         let mut last = DnsError::Closing;
         for _ in 0..5 {
-            let mut c = self.connect()?;
-            match c.request(req) {
+            match self.connect().and_then(|mut c| c.request(req)) {
                 Err(DnsError::Closing) => last = DnsError::Closing,
                 r => return r,
             }
@@ -467,7 +467,16 @@ impl Launcher {
             }
             other => {
                 let _ = child.kill();
-                let _ = child.wait();
+                let status = child.wait();
+                // Killed from outside before it was ready (not a failure of
+                // its own): the caller may start another one.
+                if other.as_ref().is_ok_and(|l| l.is_empty())
+                    && status.is_ok_and(|st| {
+                        std::os::unix::process::ExitStatusExt::signal(&st).is_some()
+                    })
+                {
+                    return Err(DnsError::Closing);
+                }
                 let said = match other {
                     Ok(l) if !l.is_empty() => l.trim_start_matches("error ").to_owned(),
                     Ok(_) => "it exited before it was ready".to_owned(),

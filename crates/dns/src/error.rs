@@ -60,8 +60,11 @@ pub enum DnsError {
         /// Its pid, as read from the pid file (0 if unknown).
         pid: u32,
     },
-    /// The resolver is shutting down (idle exit); start a new one and retry.
-    #[error("the resolver is shutting down; retry with a new one")]
+    /// The resolver is shutting down (idle exit), or went away (killed)
+    /// during a request or its start-up; start a new one and retry.
+    #[error(
+        "the resolver went away (shut down or killed) during the request; retry with a new one"
+    )]
     Closing,
     /// The control peer broke the protocol.
     #[error("control protocol: {0}")]

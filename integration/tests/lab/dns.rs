@@ -798,3 +798,220 @@ fn a_query_flood_does_not_stop_registrations() {
         "ADD took {worst:?} under a flood"
     );
 }
+
+/// The resolver's resident set in kB (from /proc).
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Sends `count` queries for distinct names `<prefix><i>.example.test` from
+/// `c`, at most 64 outstanding; returns how many were answered.
+fn flood_distinct(
+    c: &Container,
+    server: SocketAddr,
+    prefix: &str,
+    range: std::ops::Range<u32>,
+) -> u64 {
+    let sock = c
+        .ns()
+        .run(|| UdpSocket::bind("0.0.0.0:0"))
+        .unwrap()
+        .unwrap();
+    sock.connect(server).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let (mut outstanding, mut answered) = (0u32, 0u64);
+    let mut buf = [0u8; 1500];
+    for i in range {
+        let mut q = vec![(i >> 8) as u8, i as u8, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        for l in format!("{prefix}{i}.example.test").split('.') {
+            q.push(l.len() as u8);
+            q.extend_from_slice(l.as_bytes());
+        }
+        q.extend_from_slice(&[0, 0, 1, 0, 1]);
+        let _ = sock.send(&q);
+        outstanding += 1;
+        while outstanding >= 64 {
+            match sock.recv(&mut buf) {
+                Ok(_) => answered += 1,
+                Err(_) => outstanding = 0, // lost ones: move on
+            }
+            outstanding = outstanding.saturating_sub(1);
+        }
+    }
+    while sock.recv(&mut buf).is_ok() {
+        answered += 1;
+    }
+    answered
+}
+
+/// A flood of queries for names nobody asked before (each forwarded once,
+/// each answer cacheable) must not grow the resolver without bound: the
+/// cache and the in-flight table are capped, so the resident set levels off.
+#[test]
+fn unknown_name_flood_keeps_resolver_memory_bounded() {
+    let lab = lab();
+    let g = ResolverGuard(dns_dir(&lab));
+    let outside = lab
+        .add_outside(OutsideConfig {
+            outside_v4: format!("{UPSTREAM}/24").parse().unwrap(),
+            host_v4: "203.0.113.1/24".parse().unwrap(),
+            ..OutsideConfig::default()
+        })
+        .unwrap();
+    let _fake = fake_upstream(outside.ns(), SocketAddr::new(UPSTREAM.parse().unwrap(), 53));
+    let n1 = Net::new(
+        &lab,
+        NetOpts {
+            name: "dnsmem",
+            bridge: "dnsbrm",
+            v4: "10.94.0.0/24",
+            v6: "fd94::/64",
+            dns_extra: json!({"upstreams": [UPSTREAM]}),
+        },
+    );
+    let c = lab.add_container("dns-m1").unwrap();
+    let r = n1.add(&c, "m1", &[]);
+    let gw = gw_of(&r);
+    let pid = g.pid().expect("resolver running");
+    let base = rss_kb(pid);
+    // Warm up past the cache's capacity (4096 responses), then twice more.
+    let a1 = flood_distinct(&c, gw, "w", 0..15_000);
+    let after1 = rss_kb(pid);
+    let a2 = flood_distinct(&c, gw, "x", 0..30_000);
+    let after2 = rss_kb(pid);
+    // Local unknown names are answered without forwarding or caching.
+    let mut local = 0;
+    for i in 0..2000 {
+        if dns_query(c.ns(), gw, &format!("nobody{i}.dns.rnet"), QType::A)
+            .is_ok_and(|a| a.rcode == DnsAnswer::NXDOMAIN)
+        {
+            local += 1;
+        }
+    }
+    let after3 = rss_kb(pid);
+    eprintln!(
+        "resolver RSS: {base} kB at start, {after1} kB after 15k unknown names \
+         ({a1} answered), {after2} kB after 30k more ({a2} answered), {after3} kB after \
+         2000 local NXDOMAINs"
+    );
+    assert!(
+        a1 > 10_000 && a2 > 20_000,
+        "the flood was answered: {a1}, {a2}"
+    );
+    assert_eq!(local, 2000);
+    // Twice the names again must not cost more than a small slack: bounded.
+    assert!(
+        after2 <= after1 + 2048,
+        "resolver grew from {after1} kB to {after2} kB with 30k more unknown names"
+    );
+    assert!(after3 <= after2 + 1024, "{after2} -> {after3} kB");
+    assert!(after2 < base + 32 * 1024, "{base} -> {after2} kB");
+    // And it still answers its own names.
+    assert_eq!(ask(&c, gw, "m1", QType::A).addrs(), vec![ip_of(&r, true)]);
+}
+
+/// The resolver is killed (SIGKILL) at random moments while the runtime adds
+/// and removes containers; a failed ADD is followed by DEL, as runtimes do.
+/// Afterwards GC with the live attachments leaves exactly their names, all
+/// resolvable, and nothing else (issue 10: resolver killed mid-registration).
+#[test]
+fn resolver_killed_mid_registration_then_gc_leaves_exactly_the_living() {
+    let lab = lab();
+    let g = Arc::new(ResolverGuard(dns_dir(&lab)));
+    let n1 = net1(&lab);
+    let asker = lab.add_container("dns-k-asker").unwrap();
+    let ra = n1.add(&asker, "kasker", &[]);
+    let gw = gw_of(&ra);
+    let cs: Vec<Container> = (0..8)
+        .map(|i| lab.add_container(&format!("dns-k{i}")).unwrap())
+        .collect();
+    let mut live = vec![false; cs.len()];
+    let mut ip4: Vec<Option<IpAddr>> = vec![None; cs.len()];
+    let seed: u64 = std::env::var("RNET_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_d115);
+    let mut x = seed | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let (mut kills, mut failed_adds) = (0, 0);
+    for _round in 0..100 {
+        let i = (next() % cs.len() as u64) as usize;
+        let delay = Duration::from_micros(next() % 40_000);
+        let killer = {
+            let g = g.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(delay);
+                let running = g.pid().is_some();
+                g.kill();
+                running
+            })
+        };
+        let name = format!("k{i}");
+        if live[i] {
+            n1.del(&cs[i], &name);
+            live[i] = false;
+            ip4[i] = None;
+        } else {
+            match n1.try_add(&cs[i], Some(&name), &[]) {
+                Ok(r) => {
+                    live[i] = true;
+                    ip4[i] = Some(ip_of(&r, true));
+                }
+                Err(_) => {
+                    failed_adds += 1;
+                    n1.del(&cs[i], &name);
+                }
+            }
+        }
+        if killer.join().unwrap() {
+            kills += 1;
+        }
+    }
+    // The runtime's view: the asker and the live containers.
+    let mut valid = vec![rnet_cni::Attachment {
+        container_id: asker.name().into(),
+        ifname: "eth0".into(),
+    }];
+    for (i, c) in cs.iter().enumerate() {
+        if live[i] {
+            valid.push(rnet_cni::Attachment {
+                container_id: c.name().into(),
+                ifname: "eth0".into(),
+            });
+        }
+    }
+    let res = lab.host().run(|| n1.rt.gc(&n1.list, &valid)).unwrap();
+    assert!(res.is_ok(), "{res:?}");
+    // GC may have found no resolver running (killed last): one more
+    // registration starts it again from its persisted registry.
+    let probe = lab.add_container("dns-k-probe").unwrap();
+    n1.add(&probe, "kprobe", &[]);
+    eprintln!(
+        "resolver kills: {kills} while running, {failed_adds} ADDs failed and were deleted, \
+         {} live at the end",
+        live.iter().filter(|l| **l).count()
+    );
+    assert!(kills >= 20, "too few kills landed: {kills}");
+    for (i, _) in cs.iter().enumerate() {
+        let a = ask(&asker, gw, &format!("k{i}"), QType::A);
+        match ip4[i] {
+            Some(ip) => assert_eq!(a.addrs(), vec![ip], "k{i} is live: {a:?}"),
+            None => assert_eq!(a.rcode, DnsAnswer::NXDOMAIN, "k{i} is gone: {a:?}"),
+        }
+    }
+    assert_eq!(
+        ask(&asker, gw, "kasker", QType::A).addrs(),
+        vec![ip_of(&ra, true)]
+    );
+}
