@@ -80,6 +80,20 @@ if [ "$DNS" = 1 ]; then
   check dns-alias "this is web1" podman exec web1 wget -qO- http://w2/web1.html
   check dns-upstream "192.0.2.99" podman exec web1 nslookup upstream.test
 fi
+# stop tears the container's network down (CNI DEL): its published port
+# closes, its name goes, its lease is released; start brings them back.
+IP2=$(podman inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' web2)
+podman stop -t 0 web2 >/dev/null && ok stop || fail stop "podman stop"
+check port-closed-after-stop "exit=1" sh -c "timeout 3 $BB wget -qO- http://127.0.0.1:8081/web1.html; echo exit=\$?"
+check lease-released-after-stop "gone" sh -c "test -e /var/lib/cni/networks/pnet/$IP2 && echo held || echo gone"
+if [ "$DNS" = 1 ]; then
+  check dns-name-gone-after-stop "NXDOMAIN\|can't find\|server can't" "$BB" nslookup web2 10.89.7.1
+fi
+podman start web2 >/dev/null && ok start || fail start "podman start"
+check port-after-start "this is web1" "$BB" wget -qO- http://127.0.0.1:8081/web1.html
+if [ "$DNS" = 1 ]; then
+  check dns-name-after-start "this is web1" podman exec web1 wget -qO- http://web2/web1.html
+fi
 podman restart -t 0 web1 >/dev/null && ok restart || fail restart "podman restart"
 check after-restart "this is web1" "$BB" wget -qO- http://127.0.0.1:8080/web1.html
 podman rm -f -t 0 web1 web2 >/dev/null && ok rm || fail rm "podman rm"

@@ -43,7 +43,7 @@ fn podman_scenario(lab: &Lab, plugins: &Path, dns: bool) -> String {
         fails.join("\n")
     );
     let oks = out.lines().filter(|l| l.starts_with("ok ")).count();
-    let want = if dns { 19 } else { 15 };
+    let want = if dns { 26 } else { 20 };
     assert_eq!(oks, want, "every step must have run:\n{out}");
     assert!(
         out.contains("LEASES 0"),
