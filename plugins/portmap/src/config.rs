@@ -3,6 +3,7 @@
 //! error 7 naming the field and what to write instead.
 
 use rnet_cni::{CniError, CniResult, NetConf};
+use rnet_nft::rnet::cond::{CondChain, CondFamily};
 use serde_json::{Map, Value};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
@@ -75,6 +76,11 @@ pub struct Config {
     pub external_set_mark_chain: Option<String>,
     /// `backend`: `iptables` or `nftables`; rnet always uses nftables.
     pub backend: Option<String>,
+    /// `conditionsV4`: extra matches IPv4 ports of this attachment must meet
+    /// (see [`crate::conditions`]); `None` = none.
+    pub conditions_v4: Option<CondChain>,
+    /// `conditionsV6`: the same for IPv6 ports.
+    pub conditions_v6: Option<CondChain>,
     /// rnet extension `rnetRouted` (default false): the network's container
     /// addresses are routed on purpose, so direct access from outside to
     /// published containers is not dropped.
@@ -166,20 +172,16 @@ impl Config {
                 ));
             }
         }
-        let c4 = conditions(obj, "conditionsV4")?;
-        let c6 = conditions(obj, "conditionsV6")?;
-        for (key, c) in [("conditionsV4", &c4), ("conditionsV6", &c6)] {
-            if !c.is_empty() {
-                return Err(bad(
-                    key,
-                    format!(
-                        "extra match conditions ({}) are not supported by rnet-portmap yet; remove \
-                         them (rnet's maps only DNAT packets addressed to this host)",
-                        c.join(" ")
-                    ),
-                ));
-            }
-        }
+        let conditions_v4 = crate::conditions::parse(
+            backend.as_deref(),
+            CondFamily::V4,
+            &conditions(obj, "conditionsV4")?,
+        )?;
+        let conditions_v6 = crate::conditions::parse(
+            backend.as_deref(),
+            CondFamily::V6,
+            &conditions(obj, "conditionsV6")?,
+        )?;
         let state_root = match opt_str(obj, "rnetStateDir")? {
             Some(s) if s.is_empty() => PathBuf::from(DEFAULT_STATE_ROOT),
             Some(s) => {
@@ -217,6 +219,8 @@ impl Config {
             mark_masq_bit,
             external_set_mark_chain,
             backend,
+            conditions_v4,
+            conditions_v6,
             routed,
             state_root,
             mappings,
@@ -506,7 +510,23 @@ mod tests {
         assert!(e(json!({"backend": "ebpf"})).contains("backend"));
         assert!(e(json!({"snat": "yes"})).contains("snat"));
         assert!(e(json!({"rnetStateDir": "rel"})).contains("rnetStateDir"));
-        assert!(e(json!({"conditionsV4": ["ip saddr 10.0.0.0/8"]})).contains("conditionsV4"));
+        assert!(
+            e(json!({"conditionsV4": ["ip saddr 10.0.0.0/8; flush ruleset"]}))
+                .contains("conditionsV4")
+        );
+        assert!(
+            e(json!({"backend": "iptables", "conditionsV4": ["ip saddr 10.0.0.0/8"]}))
+                .contains("not in iptables syntax")
+        );
+        assert!(e(json!({"conditionsV6": ["-s", "10.0.0.1"]})).contains("conditionsV4"));
+        assert!(e(json!({"conditionsV4": "-s 1.2.3.4"})).contains("list of strings"));
+        let c = Config::parse(&conf(json!({
+            "conditionsV4": ["-s", "1.2.3.4"],
+            "conditionsV6": ["ip6 saddr fd00::/8"],
+        })))
+        .unwrap();
+        assert_eq!(c.conditions_v4.unwrap().matches, "ip saddr 1.2.3.4");
+        assert_eq!(c.conditions_v6.unwrap().matches, "ip6 saddr fd00::/8");
         let ok = Config::parse(&conf(
             json!({"markMasqBit": 13, "backend": "iptables", "conditionsV6": [""], "snat": false}),
         ))

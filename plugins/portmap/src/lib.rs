@@ -101,6 +101,7 @@
 //! * [`bench`](mod@bench): the measurement the lead wires into `bench/`.
 
 pub mod bench;
+pub mod conditions;
 pub mod config;
 pub mod conntrack;
 pub mod ops;

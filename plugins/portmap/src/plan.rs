@@ -5,6 +5,7 @@
 
 use crate::config::{Config, Proto, container_ips, host_interface};
 use rnet_cni::{CniError, CniResult};
+use rnet_nft::rnet::cond::{CondChain, CondFamily};
 use rnet_nft::rnet::{TABLE, comment_for, sets};
 use rnet_nft::{Batch, Element, Family, KeyPart};
 use serde::{Deserialize, Serialize};
@@ -111,6 +112,21 @@ pub struct AttachmentState {
     /// `published4/6` elements installed (ports published, not `rnetRouted`).
     #[serde(default)]
     pub published: bool,
+    /// Canonical `conditionsV4` of the IPv4 ports (present only when there
+    /// are such ports): they are translated only when these match.
+    #[serde(
+        rename = "conditionsV4",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cond4: Option<String>,
+    /// Canonical `conditionsV6` of the IPv6 ports.
+    #[serde(
+        rename = "conditionsV6",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cond6: Option<String>,
 }
 
 /// The tag of an attachment: element comment, journal key.
@@ -171,6 +187,16 @@ impl AttachmentState {
         }
         let hairpin = cfg.snat && bridge.is_some() && (ipv4.is_some() || ipv6.is_some());
         let published = !cfg.routed && !ports.is_empty();
+        let cond4 = cfg
+            .conditions_v4
+            .as_ref()
+            .filter(|_| ports.iter().any(|p| p.addr.is_ipv4()))
+            .map(|c| c.matches.clone());
+        let cond6 = cfg
+            .conditions_v6
+            .as_ref()
+            .filter(|_| ports.iter().any(|p| p.addr.is_ipv6()))
+            .map(|c| c.matches.clone());
         Ok(AttachmentState {
             network: cfg.network.clone(),
             container_id: container_id.to_owned(),
@@ -181,7 +207,61 @@ impl AttachmentState {
             ports,
             hairpin,
             published,
+            cond4,
+            cond6,
         })
+    }
+
+    /// The condition set of `family`'s ports, if they have one. (Built from
+    /// the recorded canonical text as is, so DEL names the chain ADD made.)
+    pub fn cond_chain(&self, family: CondFamily) -> Option<CondChain> {
+        let text = match family {
+            CondFamily::V4 => self.cond4.as_ref(),
+            CondFamily::V6 => self.cond6.as_ref(),
+        }?;
+        Some(CondChain {
+            family,
+            matches: text.clone(),
+        })
+    }
+
+    /// The condition sets in use (at most one per family).
+    pub fn cond_chains(&self) -> Vec<CondChain> {
+        [CondFamily::V4, CondFamily::V6]
+            .into_iter()
+            .filter_map(|f| self.cond_chain(f))
+            .collect()
+    }
+
+    /// Verdict-map elements of conditioned ports (`key : goto pmc4_<hash>`),
+    /// grouped by map, in a fixed order. The ports themselves stay in the
+    /// port maps ([`Self::port_elements`]): that is where a host port is
+    /// claimed, conditioned or not.
+    pub fn cond_elements(&self) -> Vec<(&'static str, Vec<Element>)> {
+        let comment = comment_for(&self.tag());
+        let mut out = Vec::new();
+        for (map, family, bound) in [
+            (sets::PM_CONDIP4, CondFamily::V4, true),
+            (sets::PM_COND4, CondFamily::V4, false),
+            (sets::PM_CONDIP6, CondFamily::V6, true),
+            (sets::PM_COND6, CondFamily::V6, false),
+        ] {
+            let Some(c) = self.cond_chain(family) else {
+                continue;
+            };
+            let els: Vec<Element> = self
+                .ports
+                .iter()
+                .filter(|p| {
+                    p.addr.is_ipv4() == (family == CondFamily::V4) && p.host_ip.is_some() == bound
+                })
+                .map(|p| Element::new(p.key()).verdict(c.verdict()).comment(&comment))
+                .collect();
+            if !els.is_empty() {
+                out.push((map, els));
+            }
+        }
+        out
     }
 
     /// The attachment tag.
@@ -268,6 +348,9 @@ impl AttachmentState {
         for (map, els) in self.port_elements() {
             b.add_elements_excl(TABLE, map, &els);
         }
+        for (map, els) in self.cond_elements() {
+            b.add_elements(TABLE, map, &els);
+        }
         for (set, els) in self.set_elements() {
             b.add_elements(TABLE, set, &els);
         }
@@ -277,7 +360,12 @@ impl AttachmentState {
     /// DEL: lenient deletes of everything [`Self::add_batch`] adds.
     pub fn del_batch(&self) -> Batch {
         let mut b = Batch::new(Family::Inet);
-        for (map, els) in self.port_elements().into_iter().chain(self.set_elements()) {
+        for (map, els) in self
+            .port_elements()
+            .into_iter()
+            .chain(self.cond_elements())
+            .chain(self.set_elements())
+        {
             b.delete_elements_lenient(TABLE, map, &els);
         }
         b
