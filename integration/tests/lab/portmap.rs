@@ -29,6 +29,19 @@ struct Net<'a> {
 }
 
 fn conflist(lab: &Lab, portmap_extra: Value) -> ConfList {
+    conflist_named(lab, "pmnet", "pm0", "10.77.0", "fd77", portmap_extra)
+}
+
+/// A bridge + IPAM + portmap conflist: network `name` on bridge `bridge`,
+/// subnets `<v4>.0/24` and `<v6>::/64`.
+fn conflist_named(
+    lab: &Lab,
+    name: &str,
+    bridge: &str,
+    v4: &str,
+    v6: &str,
+    portmap_extra: Value,
+) -> ConfList {
     let mut pm = json!({
         "type": "rnet-portmap",
         "capabilities": {"portMappings": true},
@@ -39,17 +52,17 @@ fn conflist(lab: &Lab, portmap_extra: Value) -> ConfList {
     }
     let v = json!({
         "cniVersion": "1.0.0",
-        "name": "pmnet",
+        "name": name,
         "plugins": [
             {
                 "type": "rnet-bridge",
-                "bridge": "pm0",
+                "bridge": bridge,
                 "isGateway": true,
                 "ipMasq": true,
                 "rnetStateDir": lab.state_dir().join("rnet"),
                 "ipam": {
                     "type": "rnet-ipam",
-                    "ranges": [[{"subnet": "10.77.0.0/24"}], [{"subnet": "fd77::/64"}]],
+                    "ranges": [[{"subnet": format!("{v4}.0/24")}], [{"subnet": format!("{v6}::/64")}]],
                     "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}],
                     "dataDir": lab.state_dir().join("ipam"),
                 },
@@ -70,6 +83,13 @@ impl<'a> Net<'a> {
             rt: Runtime::new(vec![rnet_dir()], lab.state_dir().join("cache")),
             list: conflist(lab, extra),
         }
+    }
+
+    /// A second network beside `pmnet` (own bridge and subnets).
+    fn named(lab: &'a Lab, name: &str, bridge: &str, v4: &str, v6: &str, extra: Value) -> Self {
+        let mut n = Net::new(lab, json!({}));
+        n.list = conflist_named(lab, name, bridge, v4, v6, extra);
+        n
     }
 
     fn rc(c: &Container, maps: Value) -> RuntimeConf {
@@ -356,7 +376,10 @@ fn del_conntrack_and_restore_after_flush() {
     reaches(out.ns(), sa(HOST4, 8082), "pm-c:80");
     // Masquerade of the bridge plugin came back with it too (v1 elements carried).
     let t = nft(&lab, &["list", "table", "inet", "rnet"]);
-    assert!(t.contains("rnet v3") && t.contains("hostports4"), "{t}");
+    assert!(
+        t.contains(rnet_nft::rnet::VERSION) && t.contains("hostports4"),
+        "{t}"
+    );
 
     // DEL closes the port; DEL twice is fine.
     net.del(&a, maps.clone());
@@ -753,4 +776,179 @@ fn differential_against_reference_portmap() {
         vec!["second ADD of a taken host port succeeds"],
         "{ours:?}\n{theirs:?}"
     );
+}
+
+/// The condition chains (`pmc4_*`, `pmc6_*`) in the lab host's rnet table.
+fn cond_chains(lab: &Lab) -> Vec<String> {
+    nft(lab, &["list", "table", "inet", "rnet"])
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("chain "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with("pmc4_") || n.starts_with("pmc6_"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `conditionsV4`/`conditionsV6` (issue #5): a conditioned mapping is
+/// reachable only by the traffic its conditions admit (from outside, from
+/// the host itself), a plain mapping beside it by everyone; iptables and nft
+/// forms; per family; restore after a flush keeps the conditions; DEL
+/// removes the condition chain once its last user is gone.
+#[test]
+fn conditions_limit_who_reaches_a_port() {
+    let lab = lab();
+    let out_a = outside(&lab); // 198.51.100.2 behind uplink0 (198.51.100.1), v4 + v6
+    let out_b = lab
+        .add_outside(OutsideConfig {
+            host_if: "uplink1".into(),
+            outside_if: "eth0".into(),
+            host_v4: "198.51.101.1/24".parse().unwrap(),
+            outside_v4: "198.51.101.2/24".parse().unwrap(),
+            host_v6: None,
+            outside_v6: None,
+            host_default_route: false,
+            forwarding: true,
+        })
+        .unwrap();
+    const HOST4B: &str = "198.51.101.1";
+    let root = lab.state_dir().join("rnet");
+
+    // A plain mapping on pmnet.
+    let plain = Net::new(&lab, json!({}));
+    let cp = lab.add_container("pc-plain").unwrap();
+    plain.add(&cp, json!([{"hostPort": 8081, "containerPort": 80}]));
+    let _sp = serve(&cp, 80, false);
+
+    // iptables form (no backend: detected), only outside A may come in.
+    let ipt = Net::named(
+        &lab,
+        "pmcond",
+        "pmc0",
+        "10.78.0",
+        "fd78",
+        json!({"conditionsV4": [
+            "-s", "198.51.100.2,10.78.0.0/24", "-m", "comment", "--comment", "A and pmcond only",
+        ]}),
+    );
+    let cc = lab.add_container("pc-cond").unwrap();
+    let maps = json!([{"hostPort": 8080, "containerPort": 80}]);
+    ipt.add(&cc, maps.clone());
+    let _sc = serve(&cc, 80, true);
+    if std::env::var_os("PM_DEBUG").is_some() {
+        eprintln!("{}", nft(&lab, &["list", "ruleset"]));
+    }
+    reaches(out_a.ns(), sa(HOST4, 8080), "pc-cond:80");
+    not_reaches(out_b.ns(), sa(HOST4B, 8080), "pc-cond:80");
+    // The host's own traffic does not come from 198.51.100.2 either
+    // (conditions apply in output too).
+    not_reaches(lab.host(), sa(HOST4, 8080), "pc-cond:80");
+    // No conditionsV6: IPv6 stays open.
+    reaches(out_a.ns(), sa(HOST6, 8080), "pc-cond:80");
+    // The plain mapping beside it: everyone.
+    reaches(out_a.ns(), sa(HOST4, 8081), "pc-plain:80");
+    reaches(out_b.ns(), sa(HOST4B, 8081), "pc-plain:80");
+    reaches(lab.host(), sa(HOST4, 8081), "pc-plain:80");
+    let chains = cond_chains(&lab);
+    assert_eq!(chains.len(), 1, "{chains:?}");
+    let listed = nft(&lab, &["list", "chain", "inet", "rnet", &chains[0]]);
+    assert!(
+        listed.contains("198.51.100.2")
+            && listed.contains("10.78.0.0/24")
+            && listed.contains("goto pm_cdnat4"),
+        "{listed}"
+    );
+    ipt.check(&cc, maps.clone()).unwrap();
+
+    // A second container with the same conditions shares the chain; its DEL
+    // leaves the chain to the first.
+    let cc2 = lab.add_container("pc-cond2").unwrap();
+    ipt.add(&cc2, json!([{"hostPort": 8083, "containerPort": 80}]));
+    let _sc2 = serve(&cc2, 80, false);
+    reaches(out_a.ns(), sa(HOST4, 8083), "pc-cond2:80");
+    not_reaches(out_b.ns(), sa(HOST4B, 8083), "pc-cond2:80");
+    // Containers go through the same conditions: a neighbour on pmcond's
+    // bridge (10.78.0.0/24) gets in through the host's address, a container
+    // of pmnet (10.77.0.0/24) does not, yet reaches the plain port.
+    reaches(cc2.ns(), sa(HOST4, 8080), "pc-cond:80");
+    not_reaches(cp.ns(), sa(HOST4, 8080), "pc-cond:80");
+    reaches(cc2.ns(), sa(HOST4, 8081), "pc-plain:80");
+    assert_eq!(cond_chains(&lab), chains);
+    ipt.del(&cc2, json!([{"hostPort": 8083, "containerPort": 80}]));
+    assert_eq!(cond_chains(&lab), chains);
+
+    // A conditioned port is claimed like any other: the plain network
+    // cannot take it (error 120), and the conditioned one cannot take the
+    // plain one's.
+    let cx = lab.add_container("pc-x").unwrap();
+    let e = plain.try_add(&cx, maps.clone()).unwrap_err();
+    assert_eq!(e.code, 120, "{e:?}");
+    plain.del(&cx, maps.clone());
+    let e = ipt
+        .try_add(&cx, json!([{"hostPort": 8081, "containerPort": 80}]))
+        .unwrap_err();
+    assert_eq!(e.code, 120, "{e:?}");
+    ipt.del(&cx, json!([{"hostPort": 8081, "containerPort": 80}]));
+    assert_eq!(cond_chains(&lab), chains);
+
+    // Firewall reload: flush, then `rnet reload` puts the chain back: the
+    // port is still conditioned (not open to everyone).
+    nft(&lab, &["flush", "ruleset"]);
+    let mut n = rnet_nft::Nft::in_netns(lab.host()).unwrap();
+    rnet_nft::rnet::reload(&mut n, &root).unwrap();
+    assert_eq!(cond_chains(&lab), chains);
+    reaches(out_a.ns(), sa(HOST4, 8080), "pc-cond:80");
+    not_reaches(out_b.ns(), sa(HOST4B, 8080), "pc-cond:80");
+    reaches(out_b.ns(), sa(HOST4B, 8081), "pc-plain:80");
+
+    // DEL of the last user: the chain and its record go; the port is closed,
+    // the plain one still open to everyone.
+    ipt.del(&cc, maps.clone());
+    assert!(cond_chains(&lab).is_empty());
+    assert!(rnet_nft::rnet::cond::records(&root).is_empty());
+    not_reaches(out_a.ns(), sa(HOST4, 8080), "pc-cond:80");
+    reaches(out_b.ns(), sa(HOST4B, 8081), "pc-plain:80");
+
+    // nft form (backend nftables), now only B; IPv6 conditions of their own
+    // shut A out over IPv6.
+    let nf = Net::named(
+        &lab,
+        "pmcond",
+        "pmc0",
+        "10.78.0",
+        "fd78",
+        json!({
+            "backend": "nftables",
+            "conditionsV4": ["ip saddr 198.51.101.0/24", "iifname \"uplink1\""],
+            "conditionsV6": ["ip6 saddr != fd00:198:51:100::2"],
+        }),
+    );
+    nf.add(&cc, maps.clone());
+    reaches(out_b.ns(), sa(HOST4B, 8080), "pc-cond:80");
+    not_reaches(out_a.ns(), sa(HOST4, 8080), "pc-cond:80");
+    not_reaches(out_a.ns(), sa(HOST6, 8080), "pc-cond:80");
+    reaches(out_a.ns(), sa(HOST4, 8081), "pc-plain:80");
+    assert_eq!(cond_chains(&lab).len(), 2);
+    nf.check(&cc, maps.clone()).unwrap();
+    // CHECK notices a removed condition element.
+    nft(&lab, &["flush", "map", "inet", "rnet", "pm_cond4"]);
+    assert!(nf.check(&cc, maps.clone()).is_err());
+    // A bad condition is error 7 naming the token, nothing installed.
+    let bad = Net::named(
+        &lab,
+        "pmcond",
+        "pmc0",
+        "10.78.0",
+        "fd78",
+        json!({"backend": "nftables", "conditionsV4": ["ip saddr 1.2.3.4 accept"]}),
+    );
+    let cy = lab.add_container("pc-y").unwrap();
+    let e = bad
+        .try_add(&cy, json!([{"hostPort": 8090, "containerPort": 80}]))
+        .unwrap_err();
+    assert_eq!(e.code, 7, "{e:?}");
+    assert!(e.msg.contains("accept"), "{}", e.msg);
+    nf.del(&cc, maps);
+    plain.del(&cp, json!([{"hostPort": 8081, "containerPort": 80}]));
+    assert!(cond_chains(&lab).is_empty());
+    assert!(rnet_nft::rnet::cond::records(&root).is_empty());
 }
