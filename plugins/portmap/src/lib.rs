@@ -89,12 +89,30 @@
 //! `snat` (default true), `masqAll` (accepted; rnet's per-bridge rule covers
 //! what it is for), `markMasqBit`, `externalSetMarkChain`, `backend`
 //! (`iptables` or `nftables`; always nftables), `conditionsV4`/`conditionsV6`
-//! (not supported yet: a non-empty list is error 7), and the rnet extensions
-//! `rnetStateDir`, `rnetRouted`.
+//! (see below), and the rnet extensions `rnetStateDir`, `rnetRouted`.
+//!
+//! ## Conditions (`conditionsV4` / `conditionsV6`)
+//!
+//! Extra matches a packet must meet before it is sent to this attachment's
+//! ports, in the reference's iptables or nft form ([`conditions`]), parsed
+//! into a strict grammar of match expressions ([`rnet_nft::rnet::cond`]) so
+//! nothing can be injected into `nft -f`. Unlike the reference (where the
+//! last container's conditions govern every port on the host) they apply to
+//! this attachment's ports only. A conditioned port is still claimed in the
+//! port maps (one exclusive add decides who owns a host port) and gets a
+//! verdict-map element sending it to the chain of its condition set
+//! (`pmc4_<hash>`), which continues to the DNAT lookups only when the
+//! conditions match; a port that does not match is not translated at all.
+//! Ports without conditions keep the flat path and the one-batch, lock-free
+//! ADD; an ADD with conditions holds the nft lock from creating its chain
+//! (first use only, one `nft -f`) to its commit, a DEL removes the chain
+//! when its last user goes. Chains are recorded beside the journals and
+//! come back with `rnet reload` or after a flush.
 //!
 //! ## Layout
 //!
 //! * [`config`]: options and mappings, validation.
+//! * [`conditions`]: `conditionsV4/V6`, both forms.
 //! * [`plan`]: the elements of one attachment, its state file.
 //! * [`ops`]: install/uninstall/check/GC against any [`rnet_nft::Backend`].
 //! * [`conntrack`]: ctnetlink dump-and-delete.
