@@ -21,6 +21,15 @@ const NFT_SET_ELEM_INTERVAL_END: u32 = 0x1;
 /// `NFT_SET_ELEM_CATCHALL`.
 const NFT_SET_ELEM_CATCHALL: u32 = 0x2;
 
+/// The policy of a base chain (`NFTA_CHAIN_POLICY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainPolicy {
+    /// Packets no rule accepted are dropped (`NF_DROP`).
+    Drop,
+    /// Packets no rule dropped go on (`NF_ACCEPT`).
+    Accept,
+}
+
 /// What the kernel says about a set or map (`NFT_MSG_GETSET`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetInfo {
@@ -213,9 +222,42 @@ impl Nft {
         table: &str,
         chain: &str,
     ) -> Result<bool, NftError> {
+        Ok(self.get_chain(family, table, chain)?.is_some())
+    }
+
+    /// The policy of base chain `chain` in `family table` (any tool's, e.g.
+    /// iptables-nft's `ip filter FORWARD`): `Ok(None)` when the chain or
+    /// table does not exist or the chain is not a base chain.
+    pub fn chain_policy(
+        &mut self,
+        family: Family,
+        table: &str,
+        chain: &str,
+    ) -> Result<Option<ChainPolicy>, NftError> {
+        let Some(a) = self.get_chain(family, table, chain)? else {
+            return Ok(None);
+        };
+        Ok(nl::attrs(&a)
+            .find(|(t, _)| *t == attr::CHAIN_POLICY)
+            .and_then(|(_, v)| nl::be32(v))
+            .map(|v| {
+                if v == 0 {
+                    ChainPolicy::Drop
+                } else {
+                    ChainPolicy::Accept
+                }
+            }))
+    }
+
+    fn get_chain(
+        &mut self,
+        family: Family,
+        table: &str,
+        chain: &str,
+    ) -> Result<Option<Vec<u8>>, NftError> {
         crate::model::check_name("table", table)?;
         crate::model::check_name("chain", chain)?;
-        let r = self.get(
+        self.get(
             msg::GETCHAIN,
             family,
             &|m| {
@@ -223,8 +265,7 @@ impl Nft {
                 m.attr_str(attr::CHAIN_NAME, chain);
             },
             &|| format!("looking up chain {chain} in table {family} {table}"),
-        )?;
-        Ok(r.is_some())
+        )
     }
 
     fn get_set(

@@ -109,7 +109,9 @@ pub mod rnet;
 pub use apply::{NFT_DIRS, apply_ruleset, apply_ruleset_in, find_nft};
 pub use backend::{Backend, Ensured, FakeBackend, ensure_ruleset};
 pub use batch::{Batch, BatchOp, OpKind};
-pub use client::{NFT_DATA_VERDICT, NFT_SET_CONCAT, NFT_SET_INTERVAL, NFT_SET_MAP, Nft, SetInfo};
+pub use client::{
+    ChainPolicy, NFT_DATA_VERDICT, NFT_SET_CONCAT, NFT_SET_INTERVAL, NFT_SET_MAP, Nft, SetInfo,
+};
 pub use element::{Element, Family, IFNAMSIZ, KeyPart, MAX_COMMENT_LEN, MAX_VALUE_LEN, Verdict};
 pub use error::NftError;
 pub use model::{BaseChain, Chain, MAX_NAME_LEN, Map, Ruleset, Set, Table};

@@ -56,6 +56,7 @@ pub(crate) mod attr {
     pub const TABLE_USERDATA: u16 = 6;
     pub const CHAIN_TABLE: u16 = 1;
     pub const CHAIN_NAME: u16 = 3;
+    pub const CHAIN_POLICY: u16 = 5;
     pub const SET_TABLE: u16 = 1;
     pub const SET_NAME: u16 = 2;
     pub const SET_FLAGS: u16 = 3;

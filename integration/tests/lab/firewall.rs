@@ -130,3 +130,134 @@ fn options_are_validated() {
         assert_eq!(error_code(&out), want, "{extra}: {}", out.stdout_str());
     }
 }
+
+fn iptables_s(lab: &Lab, bin: &str, chain: &str) -> String {
+    let mut c = Command::new(bin);
+    c.args(["-w", "5", "-S", chain]);
+    String::from_utf8_lossy(&lab.host().output(&mut c).unwrap().stdout).into_owned()
+}
+
+/// Another tool (Docker does this) set iptables' `filter FORWARD` policy to
+/// DROP in the host: an accept in rnet's table alone would not let the
+/// container out. rnet-firewall admits its addresses through that variant's
+/// own chain (`RNET-FORWARD`), and DEL, CHECK and GC handle those rules.
+fn foreign_forward_drop(bin: &str, subnet_octet: u8) {
+    let lab = lab();
+    let outside = lab.add_outside(OutsideConfig::default()).unwrap();
+    let mut c = Command::new(bin);
+    c.args(["-w", "5", "-P", "FORWARD", "DROP"]);
+    assert!(
+        lab.host().output(&mut c).unwrap().status.success(),
+        "{bin} -P FORWARD DROP"
+    );
+    let rt = Runtime::new(
+        vec![rnet("rnet-firewall").parent().unwrap().to_path_buf()],
+        lab.state_dir().join("cache"),
+    );
+    let net = list(
+        &lab,
+        "fx",
+        "br-fx",
+        &format!("10.78.{subnet_octet}.0/24"),
+        "open",
+    );
+    // The same network without the firewall plugin: its container stays cut off.
+    let bare = {
+        let v = json!({"cniVersion": "1.0.0", "name": "fy", "plugins": [
+            {"type": "rnet-bridge", "bridge": "br-fy", "isGateway": true, "ipMasq": true,
+             "rnetStateDir": lab.state_dir().join("run"),
+             "ipam": {"type": "rnet-ipam", "subnet": format!("10.79.{subnet_octet}.0/24"),
+                      "dataDir": lab.state_dir().join("ipam"), "routes": [{"dst": "0.0.0.0/0"}]}}
+        ]});
+        ConfList::parse(v.to_string().as_bytes()).unwrap()
+    };
+    let (ca, cb, cc) = (
+        lab.add_container("xa").unwrap(),
+        lab.add_container("xb").unwrap(),
+        lab.add_container("xc").unwrap(),
+    );
+    let srv = tcp_listen(outside.ns(), "198.51.100.2:7002".parse().unwrap()).unwrap();
+    lab.host()
+        .run(|| rt.add(&bare, &rc("cb", &cb)))
+        .unwrap()
+        .unwrap();
+    assert!(
+        tcp_connect(cb.ns(), srv.addr(), Duration::from_millis(700)).is_err(),
+        "without the firewall plugin the FORWARD policy drops (the test's premise)"
+    );
+    let ra = lab
+        .host()
+        .run(|| rt.add(&net, &rc("ca", &ca)))
+        .unwrap()
+        .unwrap();
+    let ip = ra.ips[0].address.addr().to_string();
+    assert_eq!(
+        tcp_connect(ca.ns(), srv.addr(), Duration::from_secs(2)).unwrap(),
+        srv.banner(),
+        "admitted through {bin}'s FORWARD"
+    );
+    let fwd = iptables_s(&lab, bin, "FORWARD");
+    assert!(fwd.contains("-j RNET-FORWARD"), "{fwd}");
+    let ours = iptables_s(&lab, bin, "RNET-FORWARD");
+    assert_eq!(ours.matches("fx/ca/eth0").count(), 3, "{ours}");
+    assert!(
+        ours.contains(&format!("-s {ip}/32")) && ours.contains("-j CNI-ADMIN"),
+        "{ours}"
+    );
+    lab.host()
+        .run(|| rt.check(&net, &rc("ca", &ca)))
+        .unwrap()
+        .unwrap();
+    // A rule removed behind rnet's back: CHECK says so.
+    let mut d = Command::new(bin);
+    d.args([
+        "-w",
+        "5",
+        "-D",
+        "RNET-FORWARD",
+        "-s",
+        &format!("{ip}/32"),
+        "-m",
+        "comment",
+        "--comment",
+        "fx/ca/eth0",
+        "-j",
+        "ACCEPT",
+    ]);
+    assert!(lab.host().output(&mut d).unwrap().status.success());
+    let e = lab
+        .host()
+        .run(|| rt.check(&net, &rc("ca", &ca)))
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(e.code, 106, "{e:?}");
+    assert!(e.msg.contains("RNET-FORWARD"), "{e:?}");
+    // DEL removes the attachment's rules, twice is fine.
+    lab.host()
+        .run(|| rt.del(&net, &rc("ca", &ca)))
+        .unwrap()
+        .unwrap();
+    lab.host()
+        .run(|| rt.del(&net, &rc("ca", &ca)))
+        .unwrap()
+        .unwrap();
+    assert!(!iptables_s(&lab, bin, "RNET-FORWARD").contains("fx/ca/eth0"));
+    // GC removes the rules of attachments the runtime no longer knows.
+    lab.host()
+        .run(|| rt.add(&net, &rc("cc", &cc)))
+        .unwrap()
+        .unwrap();
+    assert!(iptables_s(&lab, bin, "RNET-FORWARD").contains("fx/cc/eth0"));
+    lab.host().run(|| rt.gc(&net, &[])).unwrap().unwrap();
+    assert!(!iptables_s(&lab, bin, "RNET-FORWARD").contains("fx/cc/eth0"));
+}
+
+#[test]
+fn foreign_forward_drop_policy_iptables_nft() {
+    foreign_forward_drop("iptables-nft", 1);
+}
+
+#[test]
+fn foreign_forward_drop_policy_iptables_legacy() {
+    foreign_forward_drop("iptables-legacy", 2);
+}

@@ -22,10 +22,10 @@
 //! `cni.dev/valid-attachments`. The reference supports cniVersion 0.4.0 and
 //! later only; so does this plugin (older versions are error 1).
 //!
-//! Limitation (shared with netavark's nftables driver): an `accept` in rnet's
-//! table does not override a `drop` policy in another table at the same hook.
-//! A host whose own forward chain drops by default must admit rnet's bridges
-//! there.
+//! An `accept` in rnet's table does not override a `drop` policy in another
+//! table at the same hook: when iptables' `filter FORWARD` chain drops by
+//! default (Docker sets that), the container's addresses are also admitted
+//! there, through iptables' own executable (see [`xtables`]).
 
 use ipnet::IpNet;
 use rnet_cni::{Attachment, CmdArgs, CniError, CniResult, Plugin, code};
@@ -34,6 +34,8 @@ use rnet_nft::{Batch, Element, Family, KeyPart, Nft};
 use rnet_plugin::nft_error;
 use serde_json::Value;
 use std::path::PathBuf;
+
+pub mod xtables;
 
 /// The journal name of this plugin.
 pub const JOURNAL: &str = "firewall";
@@ -48,6 +50,10 @@ pub struct Conf {
     pub same_bridge: bool,
     /// rnet's state root.
     pub state_root: PathBuf,
+    /// `iptablesAdminChainName` (default `CNI-ADMIN`): jumped to first from
+    /// rnet's iptables chain when another tool's `FORWARD` drops by default
+    /// (see [`xtables`]).
+    pub admin_chain: String,
 }
 
 fn bad(key: &str, why: impl std::fmt::Display) -> CniError {
@@ -82,14 +88,26 @@ pub fn parse(args: &CmdArgs) -> Result<Conf, CniError> {
             ));
         }
     }
-    if let Some(c) = s("iptablesAdminChainName")? {
-        if c.len() > 28 || c.chars().any(|ch| ch.is_whitespace()) {
-            return Err(bad(
-                "iptablesAdminChainName",
-                format!("{c:?} is not a valid chain name (at most 28 characters, no spaces)"),
-            ));
+    let admin_chain = match s("iptablesAdminChainName")? {
+        None | Some("") => xtables::DEFAULT_ADMIN_CHAIN.to_owned(),
+        Some(c) => {
+            if c.len() > 28
+                || c.starts_with('-')
+                || !c
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+            {
+                return Err(bad(
+                    "iptablesAdminChainName",
+                    format!(
+                        "{c:?} is not a valid chain name (at most 28 characters of letters, \
+                         digits, '-', '_', '.', not starting with '-')"
+                    ),
+                ));
+            }
+            c.to_owned()
         }
-    }
+    };
     let _ = s("firewalldZone")?;
     let same_bridge = match s("ingressPolicy")? {
         None | Some("" | "open") => false,
@@ -110,6 +128,7 @@ pub fn parse(args: &CmdArgs) -> Result<Conf, CniError> {
     Ok(Conf {
         same_bridge,
         state_root,
+        admin_chain,
     })
 }
 
@@ -213,6 +232,19 @@ impl Plugin for FirewallPlugin {
             let mut nft = Nft::new().map_err(nft_err("opening an nf_tables socket"))?;
             rnet_nft::rnet::commit(&mut nft, &b, &conf.state_root)
                 .map_err(nft_error("admitting the container's addresses"))?;
+            // Another tool's FORWARD chain that drops by default would drop
+            // the container's traffic whatever rnet's table accepts.
+            let ips: Vec<IpNet> = prev.ips.iter().map(|i| i.address).collect();
+            if let Err(e) = xtables::admit(&mut nft, &ips, &tag(args), &conf.admin_chain) {
+                let _ = xtables::remove(&mut nft, &ips, &tag(args));
+                let els: Vec<_> = ips
+                    .iter()
+                    .map(|ip| addr_element(ip, &comment_for(&tag(args))))
+                    .collect();
+                let _ = delete(&mut nft, &els);
+                let _ = rnet_nft::rnet::journal_remove(&conf.state_root, JOURNAL, &tag(args));
+                return Err(e);
+            }
         }
         Ok(prev)
     }
@@ -230,6 +262,13 @@ impl Plugin for FirewallPlugin {
             _ => by_tag(&mut nft, &comment),
         };
         delete(&mut nft, &els)?;
+        let ips: Vec<IpNet> = args
+            .conf
+            .prev_result
+            .iter()
+            .flat_map(|p| p.ips.iter().map(|i| i.address))
+            .collect();
+        xtables::remove(&mut nft, &ips, &tag(args))?;
         rnet_nft::rnet::journal_remove(&conf.state_root, JOURNAL, &tag(args))
             .map_err(|e| CniError::io(format!("removing the firewall record: {e}")))?;
         nft.close_in_background();
@@ -258,7 +297,9 @@ impl Plugin for FirewallPlugin {
             }
         }
         if missing.is_empty() {
-            Ok(())
+            let ips: Vec<IpNet> = prev.ips.iter().map(|i| i.address).collect();
+            xtables::check(&mut nft, &ips, &tag(args))
+                .map_err(|e| CniError::new(code::CHECK_FAILED, e.msg))
         } else {
             Err(CniError::new(
                 code::CHECK_FAILED,
@@ -290,6 +331,11 @@ impl Plugin for FirewallPlugin {
             }
         }
         delete(&mut nft, &stale)?;
+        let valid_tags: std::collections::HashSet<String> = valid
+            .iter()
+            .map(|a| format!("{network}/{}/{}", a.container_id, a.ifname))
+            .collect();
+        xtables::gc(&mut nft, network, &valid_tags)?;
         for (path, j) in rnet_nft::rnet::journal_list(&conf.state_root, Some(JOURNAL)) {
             if j.tag.starts_with(&prefix) && !keep.contains(&comment_for(&j.tag)) {
                 let _ = std::fs::remove_file(path);
