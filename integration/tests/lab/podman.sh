@@ -3,9 +3,9 @@
 # inside the lab host network namespace and a private mount namespace, with
 # tmpfs over /run and /var/lib, Podman's storage and config in a temp dir,
 # cgroups disabled. Prints "ok NAME" / "FAIL NAME: detail" lines.
-# Args: PLUGIN_DIR WORK_DIR OUTSIDE_NETNS_PATH WITH_DNS(1/0)
+# Args: PLUGIN_DIR WORK_DIR OUTSIDE_NETNS_PATH WITH_DNS(1/0) FORWARD_DROP(1/0)
 set -u
-PLUGINS=$1 T=$2 OUTSIDE=$3 DNS=$4
+PLUGINS=$1 T=$2 OUTSIDE=$3 DNS=$4 FWDROP=${5:-0}
 BB=$(command -v busybox)
 mount --make-rprivate /
 mount -t tmpfs tmpfs /run
@@ -47,6 +47,13 @@ check() { # NAME EXPECTED COMMAND...
   local got; got=$(timeout 10 "$@" 2>&1)
   if printf '%s' "$got" | grep -q -- "$want"; then ok "$name"; else fail "$name" "want '$want', got '$(printf '%s' "$got" | head -c 300)'"; fi
 }
+# A host as Docker leaves it: iptables' FORWARD chain drops by default (in
+# this lab host namespace only). The firewall plugin must admit the containers,
+# published ports included (the reference plugins do not admit DNATed
+# connections from outside, so their run leaves the policy alone).
+if [ "$FWDROP" = 1 ]; then
+  iptables -w 5 -P FORWARD DROP && ip6tables -w 5 -P FORWARD DROP || fail forward-drop "iptables -P FORWARD DROP"
+fi
 FAKE_PID=
 if [ "$DNS" = 1 ]; then
   nsenter --net="$OUTSIDE" dnsmasq --no-daemon --no-resolv --no-hosts --port=53 \

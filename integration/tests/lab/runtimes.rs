@@ -7,13 +7,19 @@
 //! private mount namespace with tmpfs over /run and /var/lib; its storage and
 //! configuration live in the lab's temp dir; cgroups are disabled. The
 //! scenario is `podman.sh` beside this file.
+//!
+//! rnet's run also sets iptables' `FORWARD` policy to DROP in the lab host,
+//! as Docker leaves a host: the firewall plugin must admit the containers
+//! there, published ports included. The reference run leaves the policy
+//! alone: with it, the reference plugins drop connections DNATed to a
+//! published port from outside (their firewall admits only replies).
 
 use crate::common::{lab, rnet};
 use netns_fixtures::{Lab, OutsideConfig};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn podman_scenario(lab: &Lab, plugins: &Path, dns: bool) -> String {
+fn podman_scenario(lab: &Lab, plugins: &Path, dns: bool, forward_drop: bool) -> String {
     assert!(
         Path::new("/usr/bin/podman").exists(),
         "podman missing: install Debian's podman (scripts/deps.sh does)"
@@ -29,7 +35,8 @@ fn podman_scenario(lab: &Lab, plugins: &Path, dns: bool) -> String {
         .arg(plugins)
         .arg(&work)
         .arg(outside.ns().path())
-        .arg(if dns { "1" } else { "0" });
+        .arg(if dns { "1" } else { "0" })
+        .arg(if forward_drop { "1" } else { "0" });
     let o = lab.host().output(&mut c).unwrap();
     let out = format!(
         "{}{}",
@@ -73,7 +80,7 @@ fn podman_on_rnet_plugins_alone() {
     ] {
         assert!(dir.join(name).exists(), "{name} not installed");
     }
-    podman_scenario(&lab, &dir, true);
+    podman_scenario(&lab, &dir, true, true);
     // rnet's tables hold nothing of the removed containers.
     let mut list = Command::new("nft");
     list.args(["list", "table", "inet", "rnet"]);
@@ -84,7 +91,7 @@ fn podman_on_rnet_plugins_alone() {
 #[test]
 fn podman_on_the_reference_plugins() {
     let lab = lab();
-    podman_scenario(&lab, Path::new("/usr/lib/cni"), false);
+    podman_scenario(&lab, Path::new("/usr/lib/cni"), false, false);
 }
 
 /// libcni itself (a small driver built offline from Debian's
