@@ -94,9 +94,11 @@ fn podman_on_the_reference_plugins() {
     podman_scenario(&lab, Path::new("/usr/lib/cni"), false, false);
 }
 
-/// libcni itself (a small driver built offline from Debian's
-/// golang-github-appc-cni-dev, as cnitool drives it) runs a conflist of every
-/// rnet plugin: ADD, CHECK, idempotent DEL, and CHECK reports a broken container.
+/// libcni's `cnitool` (`cnitool/main.go`: the upstream tool's interface,
+/// built offline against Debian's golang-github-appc-cni-dev libcni) runs a
+/// conflist of every rnet plugin found by name in NETCONFPATH, with CNI_ARGS
+/// and CAP_ARGS (a published port): ADD, the port reachable from outside,
+/// CHECK, CHECK reporting a broken container, idempotent DEL.
 #[test]
 fn libcni_drives_every_rnet_plugin() {
     libcni_scenario(true);
@@ -118,11 +120,11 @@ fn libcni_scenario(rnet_plugins: bool) {
             && Path::new("/usr/bin/go").exists(),
         "libcni sources or Go missing: install golang-go and golang-github-appc-cni-dev (scripts/deps.sh does)"
     );
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/lab/cnidrive/main.go");
-    let drive = work.join("cnidrive");
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/lab/cnitool/main.go");
+    let cnitool = work.join("cnitool");
     let st = Command::new("go")
         .args(["build", "-o"])
-        .arg(&drive)
+        .arg(&cnitool)
         .arg(&src)
         .env("GO111MODULE", "off")
         .env("GOPATH", "/usr/share/gocode")
@@ -130,8 +132,11 @@ fn libcni_scenario(rnet_plugins: bool) {
         .env("HOME", &work)
         .status()
         .unwrap();
-    assert!(st.success(), "building the libcni driver failed");
-    let _outside = lab.add_outside(OutsideConfig::default()).unwrap();
+    assert!(
+        st.success(),
+        "building cnitool against Debian's libcni failed"
+    );
+    let outside = lab.add_outside(OutsideConfig::default()).unwrap();
     let t = |rnet_name: &'static str, reference: &'static str| {
         if rnet_plugins { rnet_name } else { reference }
     };
@@ -149,23 +154,38 @@ fn libcni_scenario(rnet_plugins: bool) {
          "rnetDefaultUpstreams": ["127.0.0.1:9"]}));
     }
     let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "libcni", "plugins": plugins});
-    let list = lab.state_dir().join("libcni.conflist");
-    std::fs::write(&list, conf.to_string()).unwrap();
+    // Found by its name among other files, as cnitool finds it.
+    let netdir = lab.state_dir().join("net.d");
+    std::fs::create_dir_all(&netdir).unwrap();
+    std::fs::write(netdir.join("50-libcni.conflist"), conf.to_string()).unwrap();
+    std::fs::write(
+        netdir.join("10-other.conflist"),
+        r#"{"cniVersion":"1.0.0","name":"other","plugins":[{"type":"none"}]}"#,
+    )
+    .unwrap();
     let ctr = lab.add_container("c").unwrap();
     let plugin_dir = if rnet_plugins {
         rnet("rnet-bridge").parent().unwrap().to_path_buf()
     } else {
         PathBuf::from("/usr/lib/cni")
     };
+    // The reference portmap (1.1.1) fails CHECK once it has a mapping (it
+    // looks for an IPv6 DNAT chain it never made): its run publishes nothing.
+    let caps = if rnet_plugins {
+        r#"{"portMappings":[{"hostPort":8088,"containerPort":80,"protocol":"tcp"}]}"#
+    } else {
+        "{}"
+    };
     let run = |verb: &str| {
-        let mut c = Command::new(&drive);
+        let mut c = Command::new(&cnitool);
         c.arg(verb)
-            .arg(&list)
+            .arg("libcni")
             .arg(ctr.netns_path())
+            .env("NETCONFPATH", &netdir)
             .env("CNI_PATH", &plugin_dir)
             .env("CNI_CACHE_DIR", lab.state_dir().join("libcni-cache"))
-            .env("CONTAINER_ID", "libcni1")
-            .env("DRIVE_ARGS", "IgnoreUnknown=1;K8S_POD_NAME=box");
+            .env("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAME=box")
+            .env("CAP_ARGS", caps);
         let o = lab.host().output(&mut c).unwrap();
         (
             o.status.success(),
@@ -178,6 +198,20 @@ fn libcni_scenario(rnet_plugins: bool) {
         out.contains("10.89.8.2/24") && out.contains("10.89.8.1"),
         "{out}"
     );
+    // The published port (CAP_ARGS) answers from outside, through the host.
+    let srv = netns_fixtures::tcp_listen(ctr.ns(), "10.89.8.2:80".parse().unwrap()).unwrap();
+    if rnet_plugins {
+        assert_eq!(
+            netns_fixtures::tcp_connect(
+                outside.ns(),
+                "198.51.100.1:8088".parse().unwrap(),
+                std::time::Duration::from_secs(3)
+            )
+            .unwrap(),
+            srv.banner(),
+            "published port 8088 from outside"
+        );
+    }
     let (ok, out) = run("check");
     assert!(ok, "libcni CHECK failed: {out}");
     // Break the container: CHECK must say so.
@@ -194,4 +228,14 @@ fn libcni_scenario(rnet_plugins: bool) {
     assert!(ok, "libcni DEL failed: {out}");
     let (ok, out) = run("del");
     assert!(ok, "a second DEL must succeed: {out}");
+    assert!(
+        netns_fixtures::tcp_connect(
+            outside.ns(),
+            "198.51.100.1:8088".parse().unwrap(),
+            std::time::Duration::from_millis(700)
+        )
+        .is_err(),
+        "the port is closed after DEL"
+    );
+    drop(srv);
 }
