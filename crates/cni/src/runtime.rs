@@ -501,7 +501,9 @@ impl Runtime {
         }
     }
 
-    fn decode_cache(bytes: &[u8]) -> Result<CachedAttachment, CniError> {
+    /// Decodes one cache file (libcni's format: the conflist base64-encoded,
+    /// the runtime parameters and the final result).
+    pub fn decode_cache(bytes: &[u8]) -> Result<CachedAttachment, CniError> {
         let e: CacheEntry = serde_json::from_slice(bytes)
             .map_err(|e| CniError::decode(format!("bad cache entry: {e}")))?;
         let config = base64::engine::general_purpose::STANDARD
@@ -558,6 +560,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CniError> {
         .mode(0o700)
         .create(dir)
         .map_err(|e| CniError::io(format!("cannot create {}: {e}", dir.display())))?;
+    // The directory rnet writes into must be a real directory: a symlink
+    // planted there would redirect root's writes elsewhere.
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(CniError::io(format!(
+                "refusing to write {}: {} is a symbolic link; state directories must be real \
+                 directories (remove the link or point the state directory at its target)",
+                path.display(),
+                dir.display()
+            )));
+        }
+        Ok(_) => {}
+        Err(e) => {
+            return Err(CniError::io(format!("cannot inspect {}: {e}", dir.display())));
+        }
+    }
     let tmp = dir.join(format!(
         ".{}.tmp.{}",
         path.file_name()
@@ -566,10 +584,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CniError> {
         std::process::id()
     ));
     let res = (|| {
+        // A stale temp file (of a killed writer with the same pid) is
+        // removed, never followed: the new one is created exclusively.
+        let _ = std::fs::remove_file(&tmp);
         let mut f = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .mode(0o600)
             .open(&tmp)?;
         f.write_all(bytes)?;
@@ -587,6 +608,37 @@ mod tests {
     use super::*;
     use serde_json::json;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn write_atomic_is_private_and_refuses_symlinks() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("net").join("c_eth0.json");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&p), 0o600);
+        assert_eq!(mode(p.parent().unwrap()), 0o700);
+        // A symlinked directory: refused, nothing written at its target.
+        let target = d.path().join("elsewhere");
+        std::fs::create_dir(&target).unwrap();
+        std::os::unix::fs::symlink(&target, d.path().join("linked")).unwrap();
+        let e = write_atomic(&d.path().join("linked").join("x.json"), b"x").unwrap_err();
+        assert_eq!(e.code, crate::code::IO);
+        assert!(e.msg.contains("symbolic link"), "{e:?}");
+        assert_eq!(std::fs::read_dir(&target).unwrap().count(), 0);
+        // A symlink planted at the temp name is replaced, not followed.
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        let tmp = p
+            .parent()
+            .unwrap()
+            .join(format!(".c_eth0.json.tmp.{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        write_atomic(&p, b"three").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        assert_eq!(std::fs::read(&p).unwrap(), b"three");
+    }
 
     /// A fake plugin that logs its stdin and env to a file and answers with a result
     /// derived from prevResult.

@@ -701,11 +701,15 @@ pub fn lock_within(
             .map_err(jerr("cannot create directory", &root))?;
     }
     let p = root.join("lock");
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&p)
+    let f = {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&p)
+    }
         .map_err(jerr("cannot open lock file", &p))?;
     let start = std::time::Instant::now();
     let mut pause = std::time::Duration::from_micros(100);

@@ -15,5 +15,6 @@ mod none;
 mod portmap;
 mod protocol;
 mod runtimes;
+mod security;
 mod storm;
 mod tuning;
