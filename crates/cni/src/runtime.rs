@@ -573,7 +573,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CniError> {
         }
         Ok(_) => {}
         Err(e) => {
-            return Err(CniError::io(format!("cannot inspect {}: {e}", dir.display())));
+            return Err(CniError::io(format!(
+                "cannot inspect {}: {e}",
+                dir.display()
+            )));
         }
     }
     let tmp = dir.join(format!(

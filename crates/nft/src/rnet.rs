@@ -710,7 +710,7 @@ pub fn lock_within(
             .mode(0o600)
             .open(&p)
     }
-        .map_err(jerr("cannot open lock file", &p))?;
+    .map_err(jerr("cannot open lock file", &p))?;
     let start = std::time::Instant::now();
     let mut pause = std::time::Duration::from_micros(100);
     loop {
