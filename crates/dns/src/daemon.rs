@@ -30,7 +30,7 @@
 
 use crate::control::{Client, MAX_LINE, Reply, Request, SOCKET_NAME};
 use crate::error::DnsError;
-use crate::server::{Control, ServerConfig, Shared};
+use crate::server::{Control, ServerConfig, Shared, reply_line};
 use crate::snapshot::Snapshot;
 use crate::store::Store;
 use rustix::fs::FlockOperation;
@@ -174,14 +174,21 @@ fn run_inner(
     if cfg.server.default_upstreams.is_empty() {
         cfg.server.default_upstreams = resolv_conf_upstreams();
     }
-    let (store, reg) = Store::open(&dir)?;
+    // The index is the resolver's only copy of the registry; the files are
+    // streamed into it.
+    let mut index = crate::snapshot::Index::new(&cfg.server.default_upstreams);
+    let store = Store::open(&dir, &mut index)?;
     // No fork anywhere: the runtime is built in the process the launcher spawned.
+    // One blocking thread: control requests run one at a time under the
+    // state lock anyway, and every extra thread is a stack (and, without
+    // MALLOC_ARENA_MAX, a malloc arena) the resolver keeps resident.
     let rt = tokio::runtime::Builder::new_current_thread()
         .thread_name("rnet-dns-rt")
+        .max_blocking_threads(1)
         .enable_all()
         .build()
         .map_err(|e| DnsError::io("building the async runtime", e))?;
-    let result = rt.block_on(serve(cfg, store, reg, ready));
+    let result = rt.block_on(serve(cfg, store, index, ready));
     let _ = std::fs::remove_file(dir.join(PID_FILE));
     eprintln!("rnet-dns: pid {} stopped", std::process::id());
     // Listener threads are blocked in recvfrom; the process exit ends them.
@@ -192,7 +199,7 @@ fn run_inner(
 async fn serve(
     cfg: DaemonConfig,
     store: Store,
-    reg: crate::registry::Registry,
+    index: crate::snapshot::Index,
     ready: &mut dyn FnMut(Result<u32, &DnsError>),
 ) -> Result<(), DnsError> {
     let dir = cfg.state_dir.clone();
@@ -201,7 +208,7 @@ async fn serve(
         Snapshot::empty(&cfg.server.default_upstreams),
         tokio::runtime::Handle::current(),
     );
-    let control = Control::new(shared, reg, store);
+    let control = Control::new(shared, index, store);
     let sock_path = dir.join(SOCKET_NAME);
     // We hold the lock: whatever socket file is there is stale.
     let _ = std::fs::remove_file(&sock_path);
@@ -299,23 +306,28 @@ async fn control_conn(
             Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
             Ok(Ok(_)) => {}
         }
-        let (reply, stop) = match serde_json::from_slice::<Request>(&buf) {
+        let (line, stop) = match serde_json::from_slice::<Request>(&buf) {
             Ok(req) => {
                 let c = control.clone();
-                match tokio::task::spawn_blocking(move || c.handle(req)).await {
+                match tokio::task::spawn_blocking(move || c.handle_line(req)).await {
                     Ok(x) => x,
                     Err(e) => (
-                        Reply::err(&DnsError::Protocol(format!("handler failed: {e}"))),
+                        reply_line(&Reply::err(&DnsError::Protocol(format!(
+                            "handler failed: {e}"
+                        )))),
                         false,
                     ),
                 }
             }
             Err(e) => (
-                Reply::err(&DnsError::Protocol(format!("bad request line: {e}"))),
+                reply_line(&Reply::err(&DnsError::Protocol(format!(
+                    "bad request line: {e}"
+                )))),
                 false,
             ),
         };
-        let _ = write_reply(&mut w, &reply).await;
+        let _ = w.write_all(&line).await;
+        drop(line);
         if stop {
             control.stop.notify_one();
             return;
@@ -325,9 +337,7 @@ async fn control_conn(
 }
 
 async fn write_reply(w: &mut tokio::net::unix::OwnedWriteHalf, r: &Reply) -> std::io::Result<()> {
-    let mut line = serde_json::to_vec(r).map_err(std::io::Error::other)?;
-    line.push(b'\n');
-    w.write_all(&line).await
+    w.write_all(&reply_line(r)).await
 }
 
 /// Starts resolvers on demand and talks to them (the plugin's side).
@@ -384,7 +394,19 @@ impl Launcher {
             Err(DnsError::AlreadyRunning { .. }) => {}
             Err(e) => return Err(e),
         }
-        Client::connect(&self.state_dir)
+        // Started (or found running) a moment ago and gone already: killed;
+        // the caller may start another one.
+        Client::connect(&self.state_dir).map_err(|e| match &e {
+            DnsError::Io { source, .. }
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+                ) =>
+            {
+                DnsError::Closing
+            }
+            _ => e,
+        })
     }
 
     /// Sends `req`, starting a resolver if needed; a resolver in its idle

@@ -1,7 +1,13 @@
 //! The registry: networks and the records registered on them. Pure data,
 //! serialisable, with the three changes the control socket offers
-//! (register, unregister, gc). The query path never reads this; it reads the
-//! [`crate::snapshot::Snapshot`] built from it.
+//! (register, unregister, gc), and the validation of a registration
+//! ([`Registry::prepare`]).
+//!
+//! The resolver itself does not hold a `Registry`: its
+//! [`crate::snapshot::Index`] keeps the same data packed (one allocation per
+//! record) with the same change semantics. `Registry` is the plain form for
+//! readers of the files (the dnsname plugin) and the reference model the
+//! index is tested against.
 
 use crate::error::DnsError;
 use serde::{Deserialize, Serialize};
@@ -178,10 +184,13 @@ impl Registry {
                 "the attachment needs a container ID and an interface name".into(),
             ));
         }
+        // Deduplicated through a set: a registration with very many names
+        // or addresses must not cost quadratic time under the resolver's lock.
+        let mut seen = std::collections::HashSet::with_capacity(names.len());
         let mut clean: Vec<String> = Vec::with_capacity(names.len());
         for n in names {
             let n = normalize_name(n)?;
-            if !clean.contains(&n) {
+            if seen.insert(n.clone()) {
                 clean.push(n);
             }
         }
@@ -191,9 +200,10 @@ impl Registry {
                 attachment.container_id, network.name
             )));
         }
+        let mut seen_ips = std::collections::HashSet::with_capacity(addrs.len());
         let mut ips: Vec<IpAddr> = Vec::with_capacity(addrs.len());
         for a in addrs {
-            if !ips.contains(a) {
+            if seen_ips.insert(*a) {
                 ips.push(*a);
             }
         }
@@ -203,6 +213,9 @@ impl Registry {
                 attachment.container_id, network.name
             )));
         }
+        // IPv4 first, then IPv6, each in the order given: the order the
+        // resolver stores and lists them in.
+        ips.sort_by_key(IpAddr::is_ipv6);
         let rec = RecordSpec {
             network: network.name.clone(),
             attachment,

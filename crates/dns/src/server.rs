@@ -25,7 +25,7 @@ use crate::error::DnsError;
 use crate::forward::{ForwardConfig, Forwarder};
 use crate::registry::Registry;
 use crate::snapshot::{Index, Outcome, Snapshot};
-use crate::store::{Store, apply};
+use crate::store::{Store, Target};
 use crate::wire::{self, FrameBuf, Query, QueryError};
 use rustix::net::{AddressFamily, SocketType};
 use std::collections::HashSet;
@@ -348,9 +348,19 @@ async fn send_frame(s: &mut tokio::net::TcpStream, msg: &[u8], t: Duration) -> R
     }
 }
 
-/// The mutable side, behind one lock: registry, index, store, bound addresses.
+/// A reply as one JSON line.
+pub fn reply_line(r: &Reply) -> Vec<u8> {
+    let mut line = serde_json::to_vec(r).unwrap_or_else(|e| {
+        format!(r#"{{"ok":false,"kind":"internal","error":"cannot encode the reply: {e}"}}"#)
+            .into_bytes()
+    });
+    line.push(b'\n');
+    line
+}
+
+/// The mutable side, behind one lock: the index (the registry's only copy),
+/// store, bound addresses.
 struct State {
-    reg: Registry,
     index: Index,
     store: Store,
     bound: HashSet<SocketAddr>,
@@ -367,23 +377,13 @@ pub struct Control {
 }
 
 impl Control {
-    /// Loads `reg` into a first snapshot and binds its networks' addresses.
+    /// Publishes the restored `index` and binds its networks' addresses.
     /// Bind failures of restored networks are logged, not fatal.
-    pub fn new(shared: Arc<Shared>, reg: Registry, store: Store) -> Arc<Control> {
-        let mut index = Index::new(&shared.cfg.default_upstreams);
-        let mut changes = Vec::new();
-        for n in reg.networks.values() {
-            changes.push(crate::registry::Change::Network(n.clone()));
-        }
-        for recs in reg.records.values() {
-            for r in recs.values() {
-                changes.push(crate::registry::Change::Record(r.clone()));
-            }
-        }
-        let snap = index.apply(&changes);
+    pub fn new(shared: Arc<Shared>, mut index: Index, store: Store) -> Arc<Control> {
+        let snap = index.publish();
         shared.published.store(snap);
         let mut bound = HashSet::new();
-        for n in reg.networks.values() {
+        for n in index.networks() {
             for a in &n.listen {
                 let sa = SocketAddr::new(*a, shared.cfg.port);
                 match start_listener(&shared, sa) {
@@ -397,7 +397,6 @@ impl Control {
         Arc::new(Control {
             shared,
             state: Mutex::new(State {
-                reg,
                 index,
                 store,
                 bound,
@@ -410,7 +409,27 @@ impl Control {
 
     /// Records in the registry.
     pub fn records(&self) -> usize {
-        self.state.lock().map(|s| s.reg.len()).unwrap_or(0)
+        self.state.lock().map(|s| s.index.len()).unwrap_or(0)
+    }
+
+    /// Handles one request and returns its reply line (newline included) and
+    /// whether the resolver should now stop. A `list` reply is written
+    /// straight from the index, record by record: listing 10,000 names does
+    /// not build them as owned strings first (a few MB the heap would keep).
+    pub fn handle_line(&self, req: Request) -> (Vec<u8>, bool) {
+        if matches!(req, Request::List) {
+            if let Ok(st) = self.state.lock() {
+                if !st.closing {
+                    let mut line = br#"{"ok":true,"registry":"#.to_vec();
+                    if st.index.write_file(&mut line).is_ok() {
+                        line.extend_from_slice(b"}\n");
+                        return (line, false);
+                    }
+                }
+            }
+        }
+        let (reply, stop) = self.handle(req);
+        (reply_line(&reply), stop)
     }
 
     /// Handles one request (blocking: binds, fsyncs). Returns the reply and
@@ -444,7 +463,7 @@ impl Control {
             }
             Request::List => {
                 return Ok(Reply {
-                    registry: Some(st.reg.to_file()),
+                    registry: Some(st.index.to_file()),
                     ..Reply::ok()
                 });
             }
@@ -459,6 +478,7 @@ impl Control {
                 addrs,
             } => {
                 let (network, rec) = Registry::prepare(network, attachment, &names, &addrs)?;
+                st.index.check(&network, &rec)?;
                 for a in &network.listen {
                     let sa = SocketAddr::new(*a, self.shared.cfg.port);
                     if !st.bound.contains(&sa) {
@@ -476,16 +496,17 @@ impl Control {
             other => other,
         };
         // Durable first (journal fsync), then live, then the ack.
-        let before = st.reg.len();
         st.store.append(&req)?;
-        let changes = apply(&mut st.reg, &req)?;
-        if let Err(e) = st.store.maybe_compact(&st.reg) {
+        // Cannot fail after the checks above (a journal line that failed
+        // would fail the same way on replay, and be skipped there).
+        let applied = st.index.apply(&req)?;
+        if let Err(e) = st.store.maybe_compact(&st.index) {
             // The change is in the journal already; compaction retries next time.
             eprintln!("rnet-dns: {e}");
         }
-        let removed = before.saturating_sub(st.reg.len());
-        if !changes.is_empty() {
-            let snap = st.index.apply(&changes);
+        let removed = applied.removed;
+        if applied.changed {
+            let snap = st.index.publish();
             self.shared.published.store(snap);
             st.changes += 1;
         }
@@ -503,7 +524,7 @@ impl Control {
         let Ok(mut st) = self.state.lock() else {
             return false;
         };
-        if st.closing || !st.reg.is_empty() || st.changes != seen {
+        if st.closing || !st.index.is_empty() || st.changes != seen {
             return false;
         }
         st.closing = true;
@@ -514,7 +535,7 @@ impl Control {
     pub fn idle_state(&self) -> (u64, bool) {
         self.state
             .lock()
-            .map(|s| (s.changes, s.reg.is_empty()))
+            .map(|s| (s.changes, s.index.is_empty()))
             .unwrap_or((0, false))
     }
 }
