@@ -78,6 +78,32 @@ impl Drop for StopResolver {
     }
 }
 
+/// Starts `rnet-dns` by hand in the lab host on state directory `dir`
+/// (port 53, upstream a discard port on loopback, never the machine's
+/// resolvers); returns after its readiness line, failing loudly otherwise.
+pub fn start_resolver(lab: &Lab, dir: &std::path::Path) {
+    let out = lab
+        .host()
+        .output(
+            std::process::Command::new(rnet("rnet-dns"))
+                .args([
+                    "run",
+                    "--port",
+                    "53",
+                    "--upstream",
+                    "127.0.0.1:9",
+                    "--state-dir",
+                ])
+                .arg(dir),
+        )
+        .expect("running rnet-dns in the lab host");
+    assert!(
+        out.status.success(),
+        "rnet-dns did not start: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Lease files (host-local format: one file named by its address) in an IPAM
 /// network directory; 0 when the directory does not exist.
 pub fn lease_count(network_dir: &std::path::Path) -> usize {

@@ -57,26 +57,7 @@ fn dns_control_socket_refuses_other_users() {
     let lab = lab();
     let dir = lab.state_dir().join("dns");
     let _stop = StopResolver(dir.clone());
-    let out = lab
-        .host()
-        .output(
-            Command::new(rnet("rnet-dns"))
-                .args([
-                    "run",
-                    "--port",
-                    "53",
-                    "--upstream",
-                    "127.0.0.1:9",
-                    "--state-dir",
-                ])
-                .arg(&dir),
-        )
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::common::start_resolver(&lab, &dir);
     let sock = dir.join("control.sock");
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&sock), 0o600, "control socket");
