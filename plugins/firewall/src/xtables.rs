@@ -275,25 +275,26 @@ fn family(v6: bool) -> Family {
     if v6 { Family::Ip6 } else { Family::Ip }
 }
 
-/// The variants whose `filter FORWARD` chain drops by default, for the
-/// families in `families` (v4 = false, v6 = true).
-pub fn dropping(nft: &mut Nft, families: &[bool]) -> Vec<Tool> {
+/// The variants (nft and legacy) of the given families for which `by_nft`
+/// (asked over netlink, for the nft variant) or `by_legacy` (asked through
+/// the legacy executable, only where the legacy `filter` table is loaded)
+/// holds.
+fn variants(
+    nft: &mut Nft,
+    families: &[bool],
+    by_nft: &dyn Fn(&mut Nft, Family) -> bool,
+    by_legacy: &dyn Fn(&Tool) -> bool,
+) -> Vec<Tool> {
     let mut out = Vec::new();
     for &v6 in families {
-        if nft
-            .chain_policy(family(v6), "filter", "FORWARD")
-            .is_ok_and(|p| p == Some(ChainPolicy::Drop))
-        {
+        if by_nft(nft, family(v6)) {
             if let Some(bin) = nft_bin(v6) {
                 out.push(Tool { bin, v6 });
             }
         }
         if legacy_filter_loaded(v6) {
-            if let Some(bin) = legacy_bin(v6) {
-                let t = Tool { bin, v6 };
-                if t.run(&["-t", "filter", "-S", "FORWARD"])
-                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("-P FORWARD DROP"))
-                {
+            if let Some(t) = legacy_bin(v6).map(|bin| Tool { bin, v6 }) {
+                if by_legacy(&t) {
                     out.push(t);
                 }
             }
@@ -302,28 +303,31 @@ pub fn dropping(nft: &mut Nft, families: &[bool]) -> Vec<Tool> {
     out
 }
 
+/// The variants whose `filter FORWARD` chain drops by default, for the
+/// families in `families` (v4 = false, v6 = true).
+pub fn dropping(nft: &mut Nft, families: &[bool]) -> Vec<Tool> {
+    variants(
+        nft,
+        families,
+        &|nft, f| {
+            nft.chain_policy(f, "filter", "FORWARD")
+                .is_ok_and(|p| p == Some(ChainPolicy::Drop))
+        },
+        &|t| {
+            t.run(&["-t", "filter", "-S", "FORWARD"])
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("-P FORWARD DROP"))
+        },
+    )
+}
+
 /// The variants holding rnet's chain (for DEL and GC).
 pub fn holding(nft: &mut Nft) -> Vec<Tool> {
-    let mut out = Vec::new();
-    for v6 in [false, true] {
-        if nft
-            .chain_exists(family(v6), "filter", CHAIN)
-            .unwrap_or(false)
-        {
-            if let Some(bin) = nft_bin(v6) {
-                out.push(Tool { bin, v6 });
-            }
-        }
-        if legacy_filter_loaded(v6) {
-            if let Some(bin) = legacy_bin(v6) {
-                let t = Tool { bin, v6 };
-                if t.ok(&["-t", "filter", "-S", CHAIN]).unwrap_or(false) {
-                    out.push(t);
-                }
-            }
-        }
-    }
-    out
+    variants(
+        nft,
+        &[false, true],
+        &|nft, f| nft.chain_exists(f, "filter", CHAIN).unwrap_or(false),
+        &|t| t.ok(&["-t", "filter", "-S", CHAIN]).unwrap_or(false),
+    )
 }
 
 fn ips_of(ips: &[IpNet], v6: bool) -> impl Iterator<Item = &IpNet> {
