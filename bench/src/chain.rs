@@ -177,15 +177,22 @@ pub fn add_check_del(
     rnet_dir: &Path,
     ref_dir: &Path,
     shape: Shape,
+    netavark: Option<&Path>,
 ) -> Result<()> {
     let mut ours = Impl::new("rnet", true, rnet_dir, shape)?;
     let mut theirs = Impl::new("reference", false, ref_dir, shape)?;
+    let mut nv = netavark
+        .map(|b| crate::netavark::ChainSide::new(b, shape))
+        .transpose()?;
     let (mut cold_a, mut cold_b) = (Duration::ZERO, Duration::ZERO);
     let mut check_note: Option<String> = None;
     let mut v: [Vec<Duration>; 6] = Default::default();
     for i in 0..=iterations {
         let (a, b) = (ours.new_container()?, theirs.new_container()?);
         let (ta, tb) = (ours.add(a, shape)?, theirs.add(b, shape)?);
+        if let Some(nv) = nv.as_mut() {
+            nv.setup(i > 0)?;
+        }
         if i == 0 {
             (cold_a, cold_b) = (ta, tb);
         } else {
@@ -200,6 +207,9 @@ pub fn add_check_del(
         }
         v[4].push(ours.del(a, shape)?);
         v[5].push(theirs.del(b, shape)?);
+        if let Some(nv) = nv.as_mut() {
+            nv.teardown()?;
+        }
     }
     let [a, b, c, d, e, f] = v;
     let (sa, sb, sc, sd, se, sf) = (stats(a), stats(b), stats(c), stats(d), stats(e), stats(f));
@@ -208,16 +218,21 @@ pub fn add_check_del(
     } else {
         "bridge + IPAM"
     };
+    let nvs = nv.as_ref().map(|nv| nv.stats());
+    let mut rows = vec![
+        ("rnet ADD", &sa),
+        ("reference ADD", &sb),
+        ("rnet CHECK", &sc),
+        ("reference CHECK", &sd),
+        ("rnet DEL", &se),
+        ("reference DEL", &sf),
+    ];
+    if let Some((s, t)) = &nvs {
+        rows.extend([("netavark setup", s), ("netavark teardown", t)]);
+    }
     report(
         &format!("## 3. {what}: ADD, CHECK, DEL through the runtime side"),
-        &[
-            ("rnet ADD", &sa),
-            ("reference ADD", &sb),
-            ("rnet CHECK", &sc),
-            ("reference CHECK", &sd),
-            ("rnet DEL", &se),
-            ("reference DEL", &sf),
-        ],
+        &rows,
     );
     println!(
         "cold first ADD (creates the bridge and the firewall state): rnet {:.3} ms, reference {:.3} ms\n",
@@ -244,6 +259,9 @@ pub fn add_check_del(
             imp.veths()?
         );
     }
+    if let Some(nv) = nv {
+        nv.finish(&sa, &se)?;
+    }
     Ok(())
 }
 
@@ -254,6 +272,7 @@ pub fn scale(
     ref_dir: &Path,
     shape: Shape,
     with_reference: bool,
+    netavark: Option<&Path>,
 ) -> Result<()> {
     raise_nofile(4 * n as u64 + 256);
     let mut imps = vec![Impl::new("rnet", true, rnet_dir, shape)?];
@@ -264,6 +283,9 @@ pub fn scale(
         .into_iter()
         .filter(|m| *m <= n)
         .collect();
+    let mut nv = netavark
+        .map(|b| crate::netavark::ScaleSide::new(b, shape))
+        .transpose()?;
     let mut at: Vec<Vec<(usize, Duration)>> = vec![Vec::new(); imps.len()];
     // A small window around each mark, median of it, to tame noise.
     for i in 1..=n {
@@ -274,6 +296,14 @@ pub fn scale(
                 at[k].push((i, d));
             }
         }
+        if let Some(nv) = nv.as_mut() {
+            nv.add(i, marks.iter().any(|m| i + 2 >= *m && i <= m + 2))?;
+        }
+    }
+    let mut names: Vec<&str> = imps.iter().map(|imp| imp.name.as_str()).collect();
+    if let Some(nv) = &nv {
+        names.push("netavark");
+        at.push(nv.samples().to_vec());
     }
     println!(
         "## 4. Scale: {n} containers attached without DEL (ADD time, median of the 5 around each mark)\n"
@@ -284,8 +314,8 @@ pub fn scale(
     }
     println!("{header} last/first |");
     println!("|---|{}---|", "---|".repeat(marks.len()));
-    for (k, imp) in imps.iter().enumerate() {
-        let mut row = format!("| {} |", imp.name);
+    for (k, name) in names.iter().enumerate() {
+        let mut row = format!("| {name} |");
         let mut firstlast = (0.0, 0.0);
         for (j, m) in marks.iter().enumerate() {
             let mut w: Vec<Duration> = at[k]
@@ -324,12 +354,21 @@ pub fn scale(
             imp.veths()?
         );
     }
+    if let Some(nv) = &nv {
+        nv.teardown_all()?;
+    }
     Ok(())
 }
 
 /// Section 5: `n` ADDs released at once (threads behind a barrier), on a cold
 /// bridge (first use) and a warm one; then `n` parallel DELs.
-pub fn parallel(n: usize, rnet_dir: &Path, ref_dir: &Path, shape: Shape) -> Result<()> {
+pub fn parallel(
+    n: usize,
+    rnet_dir: &Path,
+    ref_dir: &Path,
+    shape: Shape,
+    netavark: Option<&Path>,
+) -> Result<()> {
     raise_nofile(4 * n as u64 + 256);
     println!("## 5. Parallel: {n} ADDs at once\n");
     println!(
@@ -405,6 +444,9 @@ pub fn parallel(n: usize, rnet_dir: &Path, ref_dir: &Path, shape: Shape) -> Resu
             }
         }
     }
+    let nv_wall = netavark
+        .map(|b| crate::netavark::parallel_rows(n, b, shape))
+        .transpose()?;
     println!();
     if let [(_, a), (_, b)] = walls.as_slice() {
         goal_line(
@@ -413,6 +455,9 @@ pub fn parallel(n: usize, rnet_dir: &Path, ref_dir: &Path, shape: Shape) -> Resu
             0.1,
             true,
         );
+    }
+    if let (Some(nvw), Some((_, a))) = (nv_wall, walls.first()) {
+        nvw.print_ratios(*a);
     }
     Ok(())
 }

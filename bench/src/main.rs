@@ -8,6 +8,7 @@
 //! Run as root from the workspace: `cargo build --release && target/release/rnet-bench`.
 
 mod chain;
+mod netavark;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -37,6 +38,13 @@ struct Opts {
     /// Also run the reference plugins in the scale scenario (slow: minutes).
     #[arg(long)]
     scale_reference: bool,
+    /// netavark executable, run side by side in exec, chain, chain-portmap,
+    /// parallel and (with --scale-netavark) scale; `none` leaves it out.
+    #[arg(long, default_value = netavark::DEFAULT_BIN)]
+    netavark: PathBuf,
+    /// Also run netavark in the scale scenario (slow: minutes).
+    #[arg(long)]
+    scale_netavark: bool,
     /// Parallel ADD counts (comma-separated).
     #[arg(long, default_value = "20,50")]
     parallel: String,
@@ -144,7 +152,7 @@ pub(crate) fn goal_line(what: &str, r: f64, goal: f64, at_most: bool) {
     );
 }
 
-fn exec_floor(o: &Opts, rnet_dir: &Path) -> Result<()> {
+fn exec_floor(o: &Opts, rnet_dir: &Path, nv: Option<&Path>) -> Result<()> {
     let ours = rnet_dir.join("rnet-none");
     let theirs = o.reference_dir.join("loopback");
     require(&[&ours, &theirs])?;
@@ -153,18 +161,31 @@ fn exec_floor(o: &Opts, rnet_dir: &Path) -> Result<()> {
     for _ in 0..10 {
         run_cni(&ours, &env, stdin)?;
         run_cni(&theirs, &env, stdin)?;
+        if let Some(nv) = nv {
+            netavark::version(nv)?;
+        }
     }
-    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..o.iterations {
         a.push(run_cni(&ours, &env, stdin)?);
         b.push(run_cni(&theirs, &env, stdin)?);
+        if let Some(nv) = nv {
+            c.push(netavark::version(nv)?);
+        }
     }
-    let (sa, sb) = (stats(a), stats(b));
-    report(
-        "## 1. Exec floor: CNI_COMMAND=VERSION",
-        &[("rnet-none", &sa), ("reference loopback", &sb)],
-    );
+    let (sa, sb, sc) = (stats(a), stats(b), stats(c));
+    let mut rows = vec![("rnet-none", &sa), ("reference loopback", &sb)];
+    if nv.is_some() {
+        rows.push(("netavark version", &sc));
+    }
+    report("## 1. Exec floor: CNI_COMMAND=VERSION", &rows);
     goal_line("ratio rnet/reference (median)", ratio(&sa, &sb), 0.5, true);
+    if nv.is_some() {
+        println!(
+            "ratio rnet/netavark version (median): **{:.2}**\n",
+            ratio(&sa, &sc)
+        );
+    }
     Ok(())
 }
 
@@ -348,21 +369,25 @@ fn main() -> Result<()> {
             .unwrap_or_default()
             .trim()
     );
+    let nv = netavark::resolve(&o.netavark);
+    let nv = nv.as_deref();
     for s in o.only.split(',') {
         match s.trim() {
-            "exec" => exec_floor(&o, &rnet_dir)?,
+            "exec" => exec_floor(&o, &rnet_dir, nv)?,
             "ipam" => ipam(&o, &rnet_dir)?,
             "chain" => chain::add_check_del(
                 o.iterations.min(100),
                 &rnet_dir,
                 &o.reference_dir,
                 chain::Shape { portmap: false },
+                nv,
             )?,
             "chain-portmap" => chain::add_check_del(
                 o.iterations.min(100),
                 &rnet_dir,
                 &o.reference_dir,
                 chain::Shape { portmap: true },
+                nv,
             )?,
             "scale" => chain::scale(
                 o.scale,
@@ -370,6 +395,7 @@ fn main() -> Result<()> {
                 &o.reference_dir,
                 chain::Shape { portmap: false },
                 o.scale_reference,
+                nv.filter(|_| o.scale_netavark),
             )?,
             "parallel" => {
                 for n in o.parallel.split(',') {
@@ -379,6 +405,7 @@ fn main() -> Result<()> {
                         &rnet_dir,
                         &o.reference_dir,
                         chain::Shape { portmap: false },
+                        nv,
                     )?;
                 }
             }
