@@ -42,7 +42,8 @@ pub struct Shape {
     pub portmap: bool,
 }
 
-fn conflist(rnet: bool, dir: &Path, shape: Shape, subnet: &str) -> Value {
+/// The benchmark's conflist (bridge `bench0` + IPAM, optionally + portmap).
+pub(crate) fn conflist(rnet: bool, dir: &Path, shape: Shape, subnet: &str) -> Value {
     let (bridge, ipam, portmap) = if rnet {
         ("rnet-bridge", "rnet-ipam", "rnet-portmap")
     } else {
@@ -101,6 +102,16 @@ impl Impl {
             args: Vec::new(),
             capability_args: caps,
         }
+    }
+
+    /// The lab this implementation runs in.
+    pub(crate) fn lab(&self) -> &Lab {
+        &self.lab
+    }
+
+    /// Container `i`, if created.
+    pub(crate) fn container(&self, i: usize) -> Option<&Container> {
+        self.containers.get(i)
     }
 
     /// Creates container `i` (not attached yet).
@@ -462,7 +473,7 @@ pub fn parallel(
     Ok(())
 }
 
-fn raise_nofile(want: u64) {
+pub(crate) fn raise_nofile(want: u64) {
     let want = rustix::process::Rlimit {
         current: Some(want),
         maximum: Some(want.max(1_048_576)),

@@ -8,6 +8,8 @@
 //! Run as root from the workspace: `cargo build --release && target/release/rnet-bench`.
 
 mod chain;
+mod datapath;
+mod footprint;
 mod netavark;
 
 use anyhow::{Context, Result, bail};
@@ -29,8 +31,9 @@ struct Opts {
     /// Directory of rnet's plugin binaries (default: beside this executable).
     #[arg(long)]
     rnet_dir: Option<PathBuf>,
-    /// Scenarios to run (comma-separated): exec, ipam, chain, chain-portmap, scale, parallel.
-    #[arg(long, default_value = "exec,ipam,chain,scale,parallel")]
+    /// Scenarios to run (comma-separated): exec, ipam, chain, chain-portmap, scale, parallel,
+    /// datapath, connrate, footprint.
+    #[arg(long, default_value = "exec,ipam,chain,scale,parallel,datapath,connrate,footprint")]
     only: String,
     /// Containers attached in the scale scenario.
     #[arg(long, default_value_t = 1000)]
@@ -45,6 +48,15 @@ struct Opts {
     /// Also run netavark in the scale scenario (slow: minutes).
     #[arg(long)]
     scale_netavark: bool,
+    /// Interleaved rounds of iperf3 measurements in the datapath scenario.
+    #[arg(long, default_value_t = 5)]
+    datapath_reps: usize,
+    /// Other attachments with their own mappings in the connrate scenario.
+    #[arg(long, default_value_t = 1000)]
+    connrate_mappings: usize,
+    /// Also run the reference portmap (iptables) in the connrate scenario (slow: minutes).
+    #[arg(long)]
+    connrate_reference: bool,
     /// Parallel ADD counts (comma-separated).
     #[arg(long, default_value = "20,50")]
     parallel: String,
@@ -409,8 +421,16 @@ fn main() -> Result<()> {
                     )?;
                 }
             }
+            "datapath" => datapath::datapath(o.datapath_reps, &rnet_dir, &o.reference_dir)?,
+            "connrate" => datapath::connrate(
+                o.connrate_mappings,
+                o.connrate_reference,
+                &rnet_dir,
+                &o.reference_dir,
+            )?,
+            "footprint" => footprint::footprint(&rnet_dir, &o.reference_dir)?,
             other => bail!(
-                "unknown scenario {other:?}; known: exec, ipam, chain, chain-portmap, scale, parallel"
+                "unknown scenario {other:?}; known: exec, ipam, chain, chain-portmap, scale, parallel, datapath, connrate, footprint"
             ),
         }
     }
