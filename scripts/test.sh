@@ -14,3 +14,5 @@ cargo clippy --workspace --all-targets -- -D warnings
 # The lab tests run the real plugin executables: build them first.
 cargo build --workspace --bins
 RNET_BIN_DIR="$PWD/target/debug" cargo test --workspace -- --test-threads=2
+# Bounded fuzzing of every parser (issue #10): 15 targets, RNET_FUZZ_SECONDS each.
+scripts/fuzz.sh

@@ -841,7 +841,13 @@ impl Txn for DiskTxn<'_> {
         // Intent log first: the index lists the addresses before the leases exist.
         let (mut idx, exists) = match self.index_slot(owner)? {
             Slot::Valid(idx) => (idx, true),
-            Slot::Corrupt => (Index::new(owner.clone()), true),
+            // Rebuilt from the leases, or the rewrite would forget what the
+            // owner already holds (DEL would then leave those leases behind).
+            Slot::Corrupt => {
+                let mut idx = Index::new(owner.clone());
+                idx.ips = self.scan_owner(owner)?;
+                (idx, true)
+            }
             Slot::Missing => (Index::new(owner.clone()), false),
         };
         let before = idx.ips.len();
@@ -1237,6 +1243,31 @@ mod tests {
         assert_eq!(t.release_owner(&a).unwrap(), vec![ip("10.0.0.2")]);
         t.finish().unwrap();
         assert!(!net.join(".rnet/attach/a@eth0").exists());
+    }
+
+    // Found by the fuzz target ipam_lease_store: a reservation over a
+    // corrupt index rewrote it with the new address only, so the owner's
+    // other lease was no longer found (CHECK missed it, DEL left it).
+    #[test]
+    fn reserve_over_a_corrupt_index_keeps_the_held_addresses() {
+        let d = tempfile::tempdir().unwrap();
+        let s = open(d.path());
+        let net = d.path().join("net");
+        let a = Owner::new("a", "eth0");
+        let mut t = s.lock().unwrap();
+        assert_eq!(t.reserve(&a, &[ip("10.0.0.2")]).unwrap(), None);
+        t.finish().unwrap();
+        std::fs::write(net.join(".rnet/attach/a@eth0"), "rubbish").unwrap();
+        let mut t = s.lock().unwrap();
+        assert_eq!(t.reserve(&a, &[ip("fd00::2")]).unwrap(), None);
+        t.finish().unwrap();
+        let mut t = s.lock().unwrap();
+        assert_eq!(t.ips_of(&a).unwrap(), vec![ip("10.0.0.2"), ip("fd00::2")]);
+        assert_eq!(
+            t.release_owner(&a).unwrap(),
+            vec![ip("10.0.0.2"), ip("fd00::2")]
+        );
+        t.finish().unwrap();
     }
 
     #[test]

@@ -94,7 +94,13 @@ impl Ipam {
         let mut todo: Vec<Pending<'_>> = Vec::new();
         for (k, set) in sets.iter().enumerate() {
             let want = requested.get(k).copied().flatten();
-            match held.iter().copied().find(|ip| set.contains(*ip)) {
+            // An address the set now reserves (the gateway after a config
+            // change, say) is never handed out again, even to its holder.
+            let usable = |ip: IpAddr| {
+                set.range_for(ip)
+                    .is_some_and(|r| r.reserved_kind(ip).is_none())
+            };
+            match held.iter().copied().find(|ip| usable(*ip)) {
                 Some(existing) => {
                     if let Some(req) = want.filter(|req| *req != existing) {
                         return Err(IpamError::AlreadyAllocated {
@@ -353,6 +359,25 @@ mod tests {
 
     fn small() -> Value {
         json!({"cniVersion":"1.0.0","name":"n","ipam":{"subnet":"10.0.0.0/29"}})
+    }
+
+    // Found by the fuzz target ipam_lease_store: an owner holding what the
+    // configuration now reserves (its lease predates a gateway change) got
+    // the gateway back as its address on a repeated ADD.
+    #[test]
+    fn a_held_address_that_is_now_reserved_is_not_returned() {
+        let store = Arc::new(MemStore::new());
+        let conf = |gw: &str| {
+            let c = json!({"cniVersion":"1.0.0","name":"n","ipam":{"subnet":"10.0.0.0/29","gateway":gw}});
+            IpamConfig::from_netconf(&c, &[]).unwrap()
+        };
+        let before = Ipam::new(conf("10.0.0.6"), Box::new(Arc::clone(&store)));
+        assert_eq!(addrs(&before.allocate(&o("a")).unwrap()), ["10.0.0.1/29"]);
+        let after = Ipam::new(conf("10.0.0.1"), Box::new(Arc::clone(&store)));
+        assert_eq!(addrs(&after.allocate(&o("a")).unwrap()), ["10.0.0.2/29"]);
+        assert_eq!(addrs(&after.allocate(&o("a")).unwrap()), ["10.0.0.2/29"]);
+        // DEL releases both, the stale one included.
+        assert_eq!(after.release(&o("a")).unwrap().len(), 2);
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod container;
 mod demo;
 mod housekeeping;
 mod network;
+mod portspec;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};

@@ -155,10 +155,15 @@ impl Query {
             let len = *msg.get(at).ok_or(QueryError::Reply(rcode::FORMERR))? as usize;
             at += 1;
             wire_len += 1 + len;
+            // At most 255 octets on the wire, the root's zero byte included
+            // (RFC 1035 3.1); a longer question cannot be answered correctly.
+            if wire_len > MAX_NAME {
+                return Err(QueryError::Reply(rcode::FORMERR));
+            }
             if len == 0 {
                 break;
             }
-            if len > 63 || wire_len > MAX_NAME {
+            if len > 63 {
                 return Err(QueryError::Reply(rcode::FORMERR));
             }
             let label = msg
@@ -301,11 +306,21 @@ impl<'b> ResponseWriter<'b> {
             Rdata::A(a) => self.buf.extend_from_slice(&a.octets()),
             Rdata::Aaaa(a) => self.buf.extend_from_slice(&a.octets()),
             Rdata::Ptr(name, domain) => {
-                for part in [name, domain] {
-                    for label in part.split(|&c| c == b'.').filter(|l| !l.is_empty()) {
-                        let l = label.get(..63).unwrap_or(label);
-                        self.buf.push(l.len() as u8);
-                        self.buf.extend_from_slice(l);
+                // The target must be a valid name (at most 255 octets): a
+                // name whose FQDN would be longer is given bare; one that
+                // is too long even bare gets no record.
+                let parts: &[&[u8]] = if ptr_target_len(&[name, domain]) <= MAX_NAME {
+                    &[name, domain]
+                } else if ptr_target_len(&[name]) <= MAX_NAME {
+                    &[name]
+                } else {
+                    self.buf.truncate(start);
+                    return;
+                };
+                for part in parts {
+                    for label in ptr_labels(part) {
+                        self.buf.push(label.len() as u8);
+                        self.buf.extend_from_slice(label);
                     }
                 }
                 self.buf.push(0);
@@ -333,6 +348,23 @@ impl<'b> ResponseWriter<'b> {
     pub fn count(&self) -> u16 {
         self.count
     }
+}
+
+/// The labels of a dotted name as a PTR target writes them (empty labels
+/// skipped, each cut to 63 bytes).
+fn ptr_labels(part: &[u8]) -> impl Iterator<Item = &[u8]> {
+    part.split(|&c| c == b'.')
+        .filter(|l| !l.is_empty())
+        .map(|l| l.get(..63).unwrap_or(l))
+}
+
+/// Wire length of a PTR target made of `parts`, the root byte included.
+fn ptr_target_len(parts: &[&[u8]]) -> usize {
+    1 + parts
+        .iter()
+        .flat_map(|p| ptr_labels(p))
+        .map(|l| 1 + l.len())
+        .sum::<usize>()
 }
 
 /// A header-only error response to a message whose question could not be
@@ -428,10 +460,11 @@ pub fn walk_records(msg: &[u8]) -> Option<RecordWalk> {
             w.ttl_offsets.push(at + 4);
             let mut eff = ttl;
             if ty == qtype::SOA {
-                let p = skip_name(msg, skip_name(msg, rdata)?)?;
-                if let Some(min) = be32(msg, p + 16) {
-                    eff = eff.min(min);
-                }
+                // MNAME, RNAME and the five numbers, all inside this
+                // record's data: never read from the records after it.
+                let rd = msg.get(..rdata + rdlen)?;
+                let p = skip_name(rd, skip_name(rd, rdata)?)?;
+                eff = eff.min(be32(rd, p + 16)?);
             }
             w.min_ttl = Some(w.min_ttl.map_or(eff, |m| m.min(eff)));
         }
@@ -644,6 +677,85 @@ mod tests {
         let mut raw = hquery("a.", RecordType::A);
         raw[12] = 0xc0; // pointer in question
         assert!(Query::parse(&raw).is_err());
+    }
+
+    /// A query whose name has `labels` labels of the given lengths.
+    fn raw_query(labels: &[usize]) -> Vec<u8> {
+        let mut m = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        for &l in labels {
+            m.push(l as u8);
+            m.extend(std::iter::repeat_n(b'a', l));
+        }
+        m.extend_from_slice(&[0, 0, 1, 0, 1]);
+        m
+    }
+
+    // Found by the fuzz target dns_wire: a 256-octet name was accepted and
+    // copied into the response, which decoders refuse.
+    #[test]
+    fn names_longer_than_255_octets_are_refused() {
+        let q = Query::parse(&raw_query(&[63, 63, 63, 61])).unwrap(); // 255 octets
+        assert_eq!(q.name().len(), 253);
+        assert_eq!(
+            Query::parse(&raw_query(&[63, 63, 63, 62])).unwrap_err(), // 256
+            QueryError::Reply(rcode::FORMERR)
+        );
+        assert_eq!(
+            Query::parse(&raw_query(&[3, 46, 46, 46, 20, 20, 20, 46])).unwrap_err(),
+            QueryError::Reply(rcode::FORMERR)
+        );
+    }
+
+    // Found by the fuzz target dns_control: a long name on a network with a
+    // long domain gave a PTR target over 255 octets (an undecodable answer).
+    #[test]
+    fn ptr_targets_stay_valid_names() {
+        let raw = hquery("2.0.88.10.in-addr.arpa.", RecordType::PTR);
+        let q = Query::parse(&raw).unwrap();
+        let long = format!("{0}.{0}.{0}", "a".repeat(63)); // 191 bytes
+        let domain = format!("{0}.{0}", "d".repeat(63)); // 127 bytes
+        let mut buf = Vec::new();
+        let mut w = ResponseWriter::new(&mut buf, &raw, &q, rcode::NOERROR, true, 4096);
+        w.push(0, Rdata::Ptr(long.as_bytes(), domain.as_bytes()));
+        w.push(0, Rdata::Ptr(b"web", domain.as_bytes()));
+        let too_long = [&*"x".repeat(63); 5].join(".");
+        w.push(0, Rdata::Ptr(too_long.as_bytes(), b""));
+        assert_eq!(w.count(), 2);
+        let m = Message::from_vec(&buf).unwrap();
+        let targets: Vec<String> = m
+            .answers
+            .iter()
+            .map(|r| r.data.to_string().trim_end_matches('.').to_owned())
+            .collect();
+        assert_eq!(targets, [long, format!("web.{domain}")]);
+        assert!(walk_records(&buf).is_some());
+    }
+
+    // Found by the fuzz target dns_wire: an SOA whose names ran past its
+    // own data was read from the next record (its TTL field), so the walk
+    // depended on TTLs the forwarder rewrites.
+    #[test]
+    fn soa_fields_are_read_within_the_record() {
+        let mut m = vec![0x12, 0x34, 0x81, 0x83, 0, 1, 0, 0, 0, 2, 0, 0];
+        m.extend_from_slice(b"\x04nope\x03com\x00\x00\x01\x00\x01");
+        let soa_rdata: &[u8] = b"\x01a\xc0\x11\x01b\xc0\x11\x00\x00\x00\x01\x00\x00\x0e\x10\x00\x00\x02\x58\x00\x09\x3a\x80\x00\x00\x01\x2c";
+        let rr = |ty: u8, ttl: u8, rdata: &[u8]| {
+            let mut r = vec![0xc0, 0x11, 0, ty, 0, 1, 0, 0, 0, ttl];
+            r.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+            r.extend_from_slice(rdata);
+            r
+        };
+        let mut good = m.clone();
+        good.extend(rr(6, 200, soa_rdata));
+        good.extend(rr(1, 100, &[1, 2, 3, 4]));
+        let w = walk_records(&good).unwrap();
+        assert_eq!(w.min_ttl, Some(100));
+        // The same SOA with its data cut after the names: refused, not read
+        // from the A record after it.
+        let mut bad = m.clone();
+        bad.extend(rr(6, 200, soa_rdata.get(..8).unwrap()));
+        bad.extend(rr(1, 100, &[1, 2, 3, 4]));
+        assert_eq!(walk_records(&bad), None);
     }
 
     #[test]

@@ -205,16 +205,35 @@ fn names(args: &CmdArgs) -> Result<Vec<String>, CniError> {
     Ok(names)
 }
 
-fn network(args: &CmdArgs, c: &Ctx, listen: Vec<IpAddr>) -> Result<NetworkSpec, CniError> {
+fn network(args: &CmdArgs, conf: &Conf, listen: Vec<IpAddr>) -> Result<NetworkSpec, CniError> {
     NetworkSpec {
         name: args.conf.name.clone(),
-        domain: c.conf.domain_name.clone(),
-        internal: c.conf.internal,
+        domain: conf.domain_name.clone(),
+        internal: conf.internal,
         listen,
-        upstreams: upstreams(&c.conf.upstreams)?,
+        upstreams: upstreams(&conf.upstreams)?,
     }
     .normalized()
     .map_err(dns_error)
+}
+
+/// Checks one ADD's input as ADD reads it, without a resolver: the options,
+/// the upstreams, the addresses and gateways in `prevResult`, the names and
+/// the registration the resolver would get. Returns the registration's
+/// names (normalised). For tests and the fuzz targets.
+pub fn check_add_input(args: &CmdArgs) -> Result<Vec<String>, CniError> {
+    let conf: Conf = args.conf.options()?;
+    upstreams(&conf.default_upstreams)?;
+    let (addrs, gws) = addresses(prev(args)?);
+    let names = names(args)?;
+    let net = network(args, &conf, gws)?;
+    let attachment = AttachmentId {
+        container_id: args.container_id.clone(),
+        ifname: args.ifname.clone(),
+    };
+    let (_, rec) = rnet_dns::registry::Registry::prepare(net, attachment, &names, &addrs)
+        .map_err(dns_error)?;
+    Ok(rec.names)
 }
 
 /// Reads the registry without a running resolver (no writes): is the
@@ -239,7 +258,7 @@ impl Plugin for DnsnamePlugin {
             ));
         }
         let names = names(args)?;
-        let net = network(args, &c, gws.clone())?;
+        let net = network(args, &c.conf, gws.clone())?;
         let domain = net.domain.clone();
         c.launcher
             .request(&Request::Register {

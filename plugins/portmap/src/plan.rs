@@ -9,6 +9,7 @@ use rnet_nft::rnet::cond::{CondChain, CondFamily};
 use rnet_nft::rnet::{TABLE, comment_for, sets};
 use rnet_nft::{Batch, Element, Family, KeyPart};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
@@ -154,6 +155,9 @@ impl AttachmentState {
         let (ipv4, ipv6) = prev.map_or((None, None), |p| container_ips(p, ifname));
         let bridge = prev.and_then(host_interface);
         let mut ports: Vec<PortEntry> = Vec::new();
+        // Map and key of each entry in `ports` (its index): a range of 65,535
+        // ports must not cost a scan of the list per port.
+        let mut seen: HashMap<(&'static str, Vec<KeyPart>), usize> = HashMap::new();
         for m in &cfg.mappings {
             let addrs = [ipv4.map(IpAddr::V4), ipv6.map(IpAddr::V6)];
             for addr in addrs.into_iter().flatten() {
@@ -168,11 +172,11 @@ impl AttachmentState {
                         addr,
                         port: m.container_port.saturating_add(i),
                     };
-                    match ports
-                        .iter()
-                        .find(|x| x.map() == e.map() && x.key() == e.key())
-                    {
-                        None => ports.push(e),
+                    match seen.get(&(e.map(), e.key())).and_then(|&i| ports.get(i)) {
+                        None => {
+                            seen.insert((e.map(), e.key()), ports.len());
+                            ports.push(e);
+                        }
                         Some(x) if x == &e => {}
                         Some(_) => {
                             return Err(CniError::invalid_config(format!(
@@ -424,4 +428,38 @@ pub fn list_states(
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use rnet_cni::NetConf;
+
+    fn build(mappings: &str) -> Result<AttachmentState, CniError> {
+        let doc = format!(
+            r#"{{"cniVersion":"1.0.0","name":"n","type":"portmap",
+            "runtimeConfig":{{"portMappings":{mappings}}},
+            "prevResult":{{"cniVersion":"1.0.0","ips":[{{"address":"10.88.0.2/16"}},{{"address":"fd00::2/64"}}]}}}}"#
+        );
+        let nc = NetConf::parse(doc.as_bytes()).unwrap();
+        let cfg = Config::parse(&nc).unwrap();
+        AttachmentState::build(&cfg, "c1", "eth0", nc.prev_result.as_ref())
+    }
+
+    // Found by the fuzz target portmap_config: `-p 1-65535:1-65535` took
+    // minutes (each port was checked against every port before it).
+    #[test]
+    fn a_full_port_range_builds_in_linear_time() {
+        let t = std::time::Instant::now();
+        let st = build(r#"[{"hostPort":"1-65535","containerPort":"1-65535"}]"#).unwrap();
+        assert_eq!(st.ports.len(), 2 * 65535);
+        assert!(t.elapsed() < std::time::Duration::from_secs(20));
+        // The same port twice is fine, with another container port it is not.
+        let twice =
+            r#"[{"hostPort":80,"containerPort":80},{"hostPort":"79-80","containerPort":"79-80"}]"#;
+        assert_eq!(build(twice).unwrap().ports.len(), 4);
+        let clash = r#"[{"hostPort":80,"containerPort":80},{"hostPort":80,"containerPort":81}]"#;
+        assert_eq!(build(clash).unwrap_err().code, 7);
+    }
 }

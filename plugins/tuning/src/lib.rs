@@ -203,7 +203,7 @@ fn check_allowlist(t: &Tuning) -> Result<(), CniError> {
 
 /// A small matcher for allow-list entries: `^`/`$` anchors are accepted,
 /// `\\.` is a dot, `.*` and `*` match any run, other characters match themselves.
-fn glob_match(pattern: &str, s: &str) -> bool {
+pub fn glob_match(pattern: &str, s: &str) -> bool {
     let p = pattern
         .trim_start_matches('^')
         .trim_end_matches('$')
@@ -228,7 +228,9 @@ fn glob_match(pattern: &str, s: &str) -> bool {
     rest.is_empty()
 }
 
-fn duplicate_keys(stdin: &[u8]) -> Result<(), CniError> {
+/// Refuses a `sysctl` object with a key given twice (error 7), as the
+/// reference does; serde_json alone would keep the last one silently.
+pub fn duplicate_keys(stdin: &[u8]) -> Result<(), CniError> {
     // serde_json keeps the last of duplicated keys: look at the raw text of the
     // `sysctl` object instead (the reference refuses duplicates).
     #[derive(Deserialize)]
