@@ -47,7 +47,11 @@ cargo "+$toolchain" fuzz build --sanitizer none --target-dir "$target_dir" "${bu
 triple="$(rustc "+$toolchain" -vV | sed -n 's/^host: //p')"
 bin_dir="$target_dir/$triple/release"
 
-scratch="$(mktemp -d "${TMPDIR:-/tmp}/rnet-fuzz.XXXXXX")"
+# On tmpfs when there is one: ipam_lease_store writes files on every input.
+shm=/dev/shm
+[ -d "$shm" ] && [ -w "$shm" ] || shm="${TMPDIR:-/tmp}"
+scratch="$(mktemp -d "$shm/rnet-fuzz.XXXXXX")"
+export RNET_FUZZ_SCRATCH="$scratch"
 if [ -z "${RNET_FUZZ_KEEP:-}" ]; then trap 'rm -rf "$scratch"' EXIT; fi
 mkdir -p artifacts
 

@@ -25,11 +25,14 @@ const CONFIG: &str = r#"{"cniVersion":"1.1.0","name":"fuzznet","type":"rnet-ipam
 
 const DEFAULT_OPS: &str = "leases\nadd c1 eth0\nadd c2 eth0\ncheck c1 eth0\nadd c1 eth0\ndel c1 eth0\ngc c2/eth0\nstatus\nadd c3 eth1\n";
 
-/// A per-process scratch directory (tmpfs when there is one).
+/// A per-process scratch directory: under `RNET_FUZZ_SCRATCH` (scripts/fuzz.sh
+/// sets it and removes it afterwards), else on tmpfs when there is one.
 fn scratch() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let base = if Path::new("/dev/shm").is_dir() {
+        let base = if let Some(d) = std::env::var_os("RNET_FUZZ_SCRATCH") {
+            PathBuf::from(d)
+        } else if Path::new("/dev/shm").is_dir() {
             PathBuf::from("/dev/shm")
         } else {
             std::env::temp_dir()
