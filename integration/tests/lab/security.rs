@@ -197,3 +197,65 @@ fn state_is_private_and_symlinked_state_dirs_are_refused() {
         0
     );
 }
+
+/// Malformed control messages get an error reply naming what is wrong, and
+/// change nothing; the resolver keeps serving (docs/bad-input.md rows).
+#[test]
+fn dns_control_messages_malformed_are_refused() {
+    use std::io::{BufRead, BufReader, Write};
+    let lab = lab();
+    let dir = lab.state_dir().join("dns");
+    let _stop = StopResolver(dir.clone());
+    crate::common::start_resolver(&lab, &dir);
+    let ask = |line: &[u8]| -> String {
+        let mut s = std::os::unix::net::UnixStream::connect(dir.join("control.sock")).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        s.write_all(line).unwrap();
+        s.write_all(b"\n").unwrap();
+        let mut r = String::new();
+        BufReader::new(s).read_line(&mut r).unwrap();
+        r
+    };
+    let register = |names: &str, addrs: &str| {
+        format!(
+            r#"{{"op":"register","network":{{"name":"n1","listen":[]}},"attachment":{{"containerID":"c1","ifname":"eth0"}},"names":{names},"addrs":{addrs}}}"#
+        )
+    };
+    let long = "a".repeat(64);
+    let cases: Vec<(String, Vec<u8>, &str)> = vec![
+        ("garbage".into(), b"not json at all".to_vec(), "bad request"),
+        (
+            "unknown op".into(),
+            br#"{"op":"explode"}"#.to_vec(),
+            "bad request",
+        ),
+        (
+            "address not an IP".into(),
+            register(r#"["web"]"#, r#"["10.0.0.300"]"#).into_bytes(),
+            "bad request",
+        ),
+        (
+            "label longer than 63".into(),
+            register(&format!(r#"["{long}"]"#), r#"["10.0.0.2"]"#).into_bytes(),
+            long.as_str(),
+        ),
+        (
+            "name with a space".into(),
+            register(r#"["we b"]"#, r#"["10.0.0.2"]"#).into_bytes(),
+            "we b",
+        ),
+        ("a 2 MiB line".into(), vec![b'x'; 2 << 20], "bad request"),
+    ];
+    for (what, line, names) in &cases {
+        let r = ask(line);
+        assert!(r.contains("\"ok\":false"), "{what}: {r}");
+        assert!(r.contains(names), "{what}: the error names {names:?}: {r}");
+    }
+    let r = ask(br#"{"op":"list"}"#);
+    assert!(r.contains("\"ok\":true"), "{r}");
+    assert!(
+        !r.contains("we b") && !r.contains("\"web\""),
+        "nothing registered: {r}"
+    );
+}
