@@ -2,7 +2,7 @@
 //! in-memory implementation that records every operation as nft text so that
 //! plugins can be tested without root (tier 0).
 
-use crate::{Batch, Element, Family, Nft, NftError, OpKind, Ruleset};
+use crate::{Batch, Element, Family, KeyPart, Nft, NftError, OpKind, Ruleset};
 
 /// What a plugin needs from nftables: existence checks to decide between the
 /// hot and the slow path, the slow path itself (apply a whole [`Ruleset`]),
@@ -323,10 +323,22 @@ impl Backend for FakeBackend {
                         format!("set {} {} {} does not exist", op.family, op.table, op.set),
                     )
                 })?;
+            // Keys indexed once per op (a set of tens of thousands of
+            // elements stays linear, like the kernel's hash sets); deleted
+            // slots are dropped at the end, keeping insertion order.
+            let mut at: std::collections::HashMap<Vec<KeyPart>, usize> = els
+                .iter()
+                .enumerate()
+                .map(|(i, x)| (x.key.clone(), i))
+                .collect();
+            let mut gone = std::collections::HashSet::new();
             for e in &op.elements {
-                let pos = els.iter().position(|x| x.same_key(e));
+                let pos = at.get(&e.key).copied();
                 match (op.kind, pos) {
-                    (OpKind::Add | OpKind::AddExcl, None) => els.push(e.clone()),
+                    (OpKind::Add | OpKind::AddExcl, None) => {
+                        at.insert(e.key.clone(), els.len());
+                        els.push(e.clone());
+                    }
                     (OpKind::AddExcl, Some(_)) => {
                         return Err(NftError::kernel(libc::EEXIST, ctx(e)));
                     }
@@ -337,13 +349,22 @@ impl Backend for FakeBackend {
                         }
                     }
                     (OpKind::Delete | OpKind::DeleteLenient, Some(i)) => {
-                        els.remove(i);
+                        at.remove(&e.key);
+                        gone.insert(i);
                     }
                     (OpKind::Delete, None) => {
                         return Err(NftError::kernel(libc::ENOENT, ctx(e)));
                     }
                     (OpKind::DeleteLenient, None) => {}
                 }
+            }
+            if !gone.is_empty() {
+                let mut i = 0;
+                els.retain(|_| {
+                    let keep = !gone.contains(&i);
+                    i += 1;
+                    keep
+                });
             }
         }
         self.state = next;

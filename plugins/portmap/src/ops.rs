@@ -8,7 +8,7 @@ use crate::plan::{self, AttachmentState, PortEntry, parse_tag};
 use rnet_cni::{Attachment, CmdArgs, CniError, CniResult, code};
 use rnet_nft::rnet::cond::{self, COND_MAPS, CondChain, CondChains};
 use rnet_nft::rnet::{self as shared, Journal, RnetError, TABLE, comment_for, sets};
-use rnet_nft::{Backend, Batch, Element, Family, Nft, Verdict};
+use rnet_nft::{Backend, Batch, Element, Family, KeyPart, Nft, Verdict};
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::Path;
@@ -181,15 +181,24 @@ fn conflicts<B: Backend + ?Sized>(
     let comment = comment_for(&st.tag());
     let mut ours: Owned = Vec::new();
     let mut foreign = Vec::new();
-    let mut wanted: Vec<(&'static str, Vec<&PortEntry>)> = PORT_MAPS
+    // Keyed by the element key: linear in ports plus existing elements
+    // (a 65,535-port range against a full map stays fast).
+    type Wanted<'a> = std::collections::HashMap<Vec<KeyPart>, &'a PortEntry>;
+    let mut wanted: Vec<(&'static str, Wanted<'_>)> = PORT_MAPS
         .into_iter()
-        .map(|map| (map, st.ports.iter().filter(|p| p.map() == map).collect()))
+        .map(|map| {
+            let mine = st.ports.iter().filter(|p| p.map() == map);
+            (map, mine.map(|p| (p.key(), p)).collect())
+        })
         .collect();
     for (map, els) in st.cond_elements() {
+        let keys: HashSet<&Vec<KeyPart>> = els.iter().map(|e| &e.key).collect();
         let mine = st
             .ports
             .iter()
-            .filter(|p| els.iter().any(|e| e.key == p.key()) && cond_map(p) == map)
+            .filter(|p| cond_map(p) == map)
+            .map(|p| (p.key(), p))
+            .filter(|(k, _)| keys.contains(k))
             .collect();
         wanted.push((map, mine));
     }
@@ -202,7 +211,7 @@ fn conflicts<B: Backend + ?Sized>(
         })?;
         let mut own = Vec::new();
         for e in existing {
-            let Some(p) = mine.iter().find(|p| p.key() == e.key) else {
+            let Some(p) = mine.get(&e.key) else {
                 continue;
             };
             match e.comment.as_deref() {
@@ -865,6 +874,23 @@ destroy element inet rnet published6 { fd00::2 }
         install(&mut f, &a2, dir.path()).unwrap();
         assert!(missing(&mut f, &a2).unwrap().is_empty());
         assert!(!missing(&mut f, &a).unwrap().is_empty());
+    }
+
+    /// Two full-range attachments on one port range: the second's conflict
+    /// report names every port (this took minutes when each existing element
+    /// was compared with every wanted port).
+    #[test]
+    fn full_range_conflict_is_reported_quickly() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = FakeBackend::new();
+        let range = json!([{"hostPort": "1-30000", "containerPort": "1-30000"}]);
+        let a = state(dir.path(), "a", "10.88.0.2/16", None, range.clone());
+        install(&mut f, &a, dir.path()).unwrap();
+        let b = state(dir.path(), "b", "10.88.0.3/16", None, range);
+        let (ours, foreign) = conflicts(&mut f, &b).unwrap();
+        assert!(ours.is_empty());
+        assert_eq!(foreign.len(), 30000);
+        assert!(foreign.iter().all(|(_, owner)| owner.contains("/a/")));
     }
 
     #[test]
