@@ -9,6 +9,7 @@
 
 mod chain;
 mod datapath;
+mod dns;
 mod footprint;
 mod netavark;
 
@@ -32,8 +33,11 @@ struct Opts {
     #[arg(long)]
     rnet_dir: Option<PathBuf>,
     /// Scenarios to run (comma-separated): exec, ipam, chain, chain-portmap, scale, parallel,
-    /// datapath, connrate, footprint.
-    #[arg(long, default_value = "exec,ipam,chain,scale,parallel,datapath,connrate,footprint")]
+    /// datapath, connrate, footprint, dns.
+    #[arg(
+        long,
+        default_value = "exec,ipam,chain,scale,parallel,datapath,connrate,footprint,dns"
+    )]
     only: String,
     /// Containers attached in the scale scenario.
     #[arg(long, default_value_t = 1000)]
@@ -60,6 +64,8 @@ struct Opts {
     /// Parallel ADD counts (comma-separated).
     #[arg(long, default_value = "20,50")]
     parallel: String,
+    #[command(flatten)]
+    dns: dns::DnsOpts,
 }
 
 /// Summary statistics of one series.
@@ -429,8 +435,9 @@ fn main() -> Result<()> {
                 &o.reference_dir,
             )?,
             "footprint" => footprint::footprint(&rnet_dir, &o.reference_dir)?,
+            "dns" => dns::dns(&o.dns, &rnet_dir)?,
             other => bail!(
-                "unknown scenario {other:?}; known: exec, ipam, chain, chain-portmap, scale, parallel, datapath, connrate, footprint"
+                "unknown scenario {other:?}; known: exec, ipam, chain, chain-portmap, scale, parallel, datapath, connrate, footprint, dns"
             ),
         }
     }
