@@ -57,7 +57,7 @@
 //! `Registry` of `String`s beside the index), loads `registry.json` by
 //! streaming it into the index, and writes it and `list` replies straight
 //! from the index. At 10,000 names the resolver's heap is about 1.7 MB and
-//! its RSS about 4.5 MB, below dnsmasq's (see `BENCHMARKS.md`, section 6);
+//! its RSS about 5 MB, below dnsmasq's 6.5 MB (see `BENCHMARKS.md`, section 6);
 //! the previous design with owned keys in per-shard `HashMap`s and a
 //! separate `Registry` used 16–19 MB. The runtime is `current_thread` with
 //! one blocking thread for control requests, and launchers set
