@@ -132,7 +132,12 @@ fn run_measured(
 }
 
 /// The config one plugin gets from the runtime side.
-fn plugin_conf(list: &Value, i: usize, prev: Option<&Value>, host_port: u16) -> Result<Vec<u8>> {
+pub(crate) fn plugin_conf(
+    list: &Value,
+    i: usize,
+    prev: Option<&Value>,
+    host_port: u16,
+) -> Result<Vec<u8>> {
     let mut conf = list["plugins"][i]
         .as_object()
         .cloned()

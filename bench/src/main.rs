@@ -411,7 +411,7 @@ fn main() -> Result<()> {
                 o.scale,
                 &rnet_dir,
                 &o.reference_dir,
-                chain::Shape { portmap: false },
+                chain::Shape { portmap: true },
                 o.scale_reference,
                 nv.filter(|_| o.scale_netavark),
             )?,
