@@ -447,23 +447,6 @@ impl Netlink {
         })
     }
 
-    /// Sets the alias and brings the link up in one `RTM_SETLINK` (the
-    /// kernel applies `IFF_UP` and `IFLA_IFALIAS` of one request together).
-    pub fn link_set_alias_up(&mut self, index: u32, alias: &str) -> Result<(), NetlinkError> {
-        if alias.len() > 255 || alias.contains('\0') {
-            return Err(NetlinkError::InvalidArgument(format!(
-                "link alias {alias:?} is longer than 255 bytes or contains NUL"
-            )));
-        }
-        let mut m = link_msg(index);
-        m.header.flags = LinkFlags::Up;
-        m.header.change_mask = LinkFlags::Up;
-        m.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
-        self.set_link(m, &|| {
-            format!("setting alias {alias:?} and up on link index {index}")
-        })
-    }
-
     /// Deletes a link. A missing link is an error for which
     /// [`NetlinkError::is_not_found`] holds (`ENODEV`). Deleting one end of a
     /// veth pair deletes both.

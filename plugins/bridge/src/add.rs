@@ -131,20 +131,11 @@ fn add_inner(
         mac: Some(host_mac),
         peer_mac: Some(cont_mac),
         master: Some(br.index),
-        // Up (with the alias) only once IPv6 is off on it, below.
-        up: false,
-        alias: None,
+        up: true,
+        alias: Some(&tag),
     };
     let host_idx = create_veth(&mut nl, &spec, ns, &tag)?;
     undo.veth = Some(host_name.clone());
-    // The host half is a bridge port and needs no address of its own. With
-    // IPv6 off before it goes up it gets no link-local address: no DAD, MLD
-    // reports or router solicitations flooded to every other port of the
-    // bridge, and no per-port routes in the host's IPv6 table, all of which
-    // grows with the number of containers on the bridge.
-    host_port_ipv6_off(&host_name)?;
-    nl.link_set_alias_up(host_idx, &tag)
-        .map_err(nl_err(format!("setting {host_name} up with alias {tag:?}")))?;
 
     // IPAM runs (as a child process) while the rest of the layer-2 work is done.
     std::thread::scope(|s| -> Result<CniResult, CniError> {
@@ -331,18 +322,6 @@ fn vlan_unsupported(what: &str, e: NetlinkError) -> CniError {
         ),
     )
     .with_details(e.to_string())
-}
-
-/// Turns IPv6 off on a host-side bridge port
-/// (`net.ipv6.conf.<port>.disable_ipv6`, in this process's namespace, where
-/// the plugin creates the host half). Without IPv6 in the kernel there is no
-/// such file and nothing to turn off.
-fn host_port_ipv6_off(port: &str) -> Result<(), CniError> {
-    match rnet_netlink::sysctl_set(&format!("net.ipv6.conf.{port}.disable_ipv6"), "1") {
-        Ok(()) => Ok(()),
-        Err(_) if !std::path::Path::new("/proc/sys/net/ipv6").exists() => Ok(()),
-        Err(e) => Err(nl_err(format!("turning IPv6 off on bridge port {port}"))(e)),
-    }
 }
 
 /// Creates the veth pair in one request; on `EEXIST` says which name is taken.
