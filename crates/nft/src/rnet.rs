@@ -756,13 +756,7 @@ pub fn commit<B: Backend + ?Sized>(
         Err(e) => return Err(e.into()),
     }
     let _lock = lock(state_root)?;
-    match backend.commit(batch) {
-        Ok(()) => return Ok(()),
-        Err(e) if e.is_not_found() => {}
-        Err(e) => return Err(e.into()),
-    }
-    restore_excluding(backend, state_root, Some(batch))?;
-    backend.commit(batch).map_err(RnetError::from)
+    commit_locked(backend, batch, state_root)
 }
 
 /// [`commit`] for a caller that already holds the lock ([`lock`]): commit

@@ -198,42 +198,22 @@ fn split_words(line: &str) -> Vec<String> {
     out
 }
 
-/// The per-address rules (without the chain), as `iptables` arguments.
+/// The per-address rules (without the chain), as `iptables` arguments:
+/// from the address; to it when related or established; to it when DNATed.
 fn address_rules(ip: &IpNet, tag: &str) -> Vec<Vec<String>> {
     let host = if ip.addr().is_ipv4() { 32 } else { 128 };
     let a = format!("{}/{host}", ip.addr());
-    let c = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-    vec![
-        c(&["-s", &a, "-m", "comment", "--comment", tag, "-j", "ACCEPT"]),
-        c(&[
-            "-d",
-            &a,
-            "-m",
-            "conntrack",
-            "--ctstate",
-            "RELATED,ESTABLISHED",
-            "-m",
-            "comment",
-            "--comment",
-            tag,
-            "-j",
-            "ACCEPT",
-        ]),
-        c(&[
-            "-d",
-            &a,
-            "-m",
-            "conntrack",
-            "--ctstate",
-            "DNAT",
-            "-m",
-            "comment",
-            "--comment",
-            tag,
-            "-j",
-            "ACCEPT",
-        ]),
-    ]
+    [("-s", None), ("-d", Some("RELATED,ESTABLISHED")), ("-d", Some("DNAT"))]
+        .into_iter()
+        .map(|(dir, state)| {
+            let mut r = vec![dir, a.as_str()];
+            if let Some(st) = state {
+                r.extend(["-m", "conntrack", "--ctstate", st]);
+            }
+            r.extend(["-m", "comment", "--comment", tag, "-j", "ACCEPT"]);
+            r.into_iter().map(str::to_owned).collect()
+        })
+        .collect()
 }
 
 fn find_bin(names: &[&str]) -> Option<PathBuf> {
