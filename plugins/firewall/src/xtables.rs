@@ -203,17 +203,21 @@ fn split_words(line: &str) -> Vec<String> {
 fn address_rules(ip: &IpNet, tag: &str) -> Vec<Vec<String>> {
     let host = if ip.addr().is_ipv4() { 32 } else { 128 };
     let a = format!("{}/{host}", ip.addr());
-    [("-s", None), ("-d", Some("RELATED,ESTABLISHED")), ("-d", Some("DNAT"))]
-        .into_iter()
-        .map(|(dir, state)| {
-            let mut r = vec![dir, a.as_str()];
-            if let Some(st) = state {
-                r.extend(["-m", "conntrack", "--ctstate", st]);
-            }
-            r.extend(["-m", "comment", "--comment", tag, "-j", "ACCEPT"]);
-            r.into_iter().map(str::to_owned).collect()
-        })
-        .collect()
+    [
+        ("-s", None),
+        ("-d", Some("RELATED,ESTABLISHED")),
+        ("-d", Some("DNAT")),
+    ]
+    .into_iter()
+    .map(|(dir, state)| {
+        let mut r = vec![dir, a.as_str()];
+        if let Some(st) = state {
+            r.extend(["-m", "conntrack", "--ctstate", st]);
+        }
+        r.extend(["-m", "comment", "--comment", tag, "-j", "ACCEPT"]);
+        r.into_iter().map(str::to_owned).collect()
+    })
+    .collect()
 }
 
 fn find_bin(names: &[&str]) -> Option<PathBuf> {
