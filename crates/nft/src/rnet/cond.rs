@@ -51,6 +51,7 @@
 //! valid record gets an **empty** chain instead, so its port fails closed
 //! (not translated) rather than open (translated without its conditions).
 
+use ipnet::{Ipv4Net, Ipv6Net};
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
@@ -676,37 +677,23 @@ fn addr(fam: CondFamily, sel: &str, v: &str) -> Result<String, CondError> {
     let v6 = a.parse::<Ipv6Addr>();
     match (fam, v4, v6) {
         (CondFamily::V4, Ok(ip), _) => {
-            let len = len.unwrap_or(32);
-            if len > 32 {
-                return Err(bad(sel, v, "an IPv4 prefix length is at most 32"));
-            }
-            let mask = if len == 0 {
-                0
+            let net = Ipv4Net::new(ip, len.unwrap_or(32))
+                .map_err(|_| bad(sel, v, "an IPv4 prefix length is at most 32"))?
+                .trunc();
+            Ok(if net.prefix_len() == 32 {
+                net.addr().to_string()
             } else {
-                u32::MAX << (32 - u32::from(len))
-            };
-            let net = Ipv4Addr::from(u32::from(ip) & mask);
-            Ok(if len == 32 {
                 net.to_string()
-            } else {
-                format!("{net}/{len}")
             })
         }
         (CondFamily::V6, _, Ok(ip)) => {
-            let len = len.unwrap_or(128);
-            if len > 128 {
-                return Err(bad(sel, v, "an IPv6 prefix length is at most 128"));
-            }
-            let mask = if len == 0 {
-                0
+            let net = Ipv6Net::new(ip, len.unwrap_or(128))
+                .map_err(|_| bad(sel, v, "an IPv6 prefix length is at most 128"))?
+                .trunc();
+            Ok(if net.prefix_len() == 128 {
+                net.addr().to_string()
             } else {
-                u128::MAX << (128 - u32::from(len))
-            };
-            let net = Ipv6Addr::from(u128::from(ip) & mask);
-            Ok(if len == 128 {
                 net.to_string()
-            } else {
-                format!("{net}/{len}")
             })
         }
         (CondFamily::V6, Ok(_), _) => Err(CondError::WrongFamily {
