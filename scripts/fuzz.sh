@@ -13,11 +13,16 @@
 #
 # Environment: RNET_FUZZ_SECONDS (per target), RNET_FUZZ_JOBS (targets run at
 # once, default: number of CPUs), RNET_FUZZ_TARGET_DIR (build directory,
-# default fuzz/target), RNET_FUZZ_KEEP (keep the scratch corpora and logs).
+# default fuzz/target), RNET_FUZZ_KEEP (keep the scratch corpora and logs),
+# RNET_FUZZ_SEED (libFuzzer's -seed, default 1; 0 = random).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds="${RNET_FUZZ_SECONDS:-20}"
+# A fixed seed by default, so a CI run explores (nearly) what the last one did
+# and a failure can be replayed; RNET_FUZZ_SEED=0 asks libFuzzer for a random
+# one (exploratory runs).
+seed="${RNET_FUZZ_SEED:-1}"
 jobs="${RNET_FUZZ_JOBS:-$(nproc)}"
 target_dir="${RNET_FUZZ_TARGET_DIR:-$PWD/fuzz/target}"
 toolchain="${RNET_FUZZ_TOOLCHAIN:-nightly}"
@@ -61,7 +66,7 @@ run_one() {
   # -timeout: one input taking longer than 10 s is a hang (a bug, too).
   # -rss_limit_mb: unbounded memory growth is a bug as well.
   "$bin_dir/$t" "$scratch/$t" "corpus/$t" \
-    -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=8192 \
+    -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=8192 -seed="$seed" \
     -print_final_stats=1 -artifact_prefix="artifacts/$t/" \
     >"$scratch/$t.log" 2>&1
 }

@@ -292,14 +292,22 @@ impl DiskStore {
         Ok(names)
     }
 
-    /// Every file in the network directory named like an IP: `(ip, file name, owner)`.
+    /// Every lease file in the network directory (named by an address's
+    /// canonical text): `(ip, file name, owner)`.
     /// `owner` is `None` for empty/garbage content.
     fn scan_leases(&self) -> Result<Vec<(IpAddr, String, Option<Owner>)>, IpamError> {
         let mut out = Vec::new();
         for name in self.list(Loc::Net)? {
+            // Only a file named by the address's canonical text is its
+            // lease: that is the name every lookup reads (`lease_owner`).
+            // `Fd00::2` or `::ffff:10.1.2.3` would be listed without being
+            // found, and the address handed out a second time.
             let Ok(ip) = name.parse::<IpAddr>() else {
                 continue;
             };
+            if ip.to_canonical().to_string() != name {
+                continue;
+            }
             let Some(content) = self.read(Loc::Net, &name)? else {
                 continue; // removed meanwhile (only by a non-locking writer)
             };
@@ -1313,6 +1321,26 @@ mod tests {
                 .ok(),
             Some(false)
         );
+    }
+
+    /// Found by fuzzing: a file named `Fd00::2` (not the canonical text of
+    /// its address) was listed as a lease but never found by a lookup, so
+    /// the address was handed out again and then listed twice. Only
+    /// canonical names are leases.
+    #[test]
+    fn non_canonical_lease_names_are_not_leases() {
+        let d = tempfile::tempdir().unwrap();
+        let s = open(d.path());
+        let net = d.path().join("net");
+        let c1 = Owner::new("c1", "eth0");
+        let mut t = s.lock().unwrap();
+        assert_eq!(t.reserve(&c1, &[ip("10.0.0.2")]).unwrap(), None);
+        t.finish().unwrap();
+        std::fs::write(net.join("Fd00::2"), "c2\r\neth0").unwrap();
+        std::fs::write(net.join("::ffff:10.0.0.5"), "c3\r\neth0").unwrap();
+        let mut t = s.lock().unwrap();
+        let leases: Vec<IpAddr> = t.leases().unwrap().into_iter().map(|l| l.ip).collect();
+        assert_eq!(leases, vec![ip("10.0.0.2")]);
     }
 
     #[test]
