@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Podman 4 (CNI backend) on a plugin directory, confined: run by the lab test
 # inside the lab host network namespace and a private mount namespace, with
-# tmpfs over /run and /var/lib, Podman's storage and config in a temp dir,
+# tmpfs over /run, /var/lib and /dev/shm, Podman's storage and config in a temp dir,
 # cgroups disabled. Prints "ok NAME" / "FAIL NAME: detail" lines.
 # Args: PLUGIN_DIR WORK_DIR OUTSIDE_NETNS_PATH WITH_DNS(1/0) FORWARD_DROP(1/0)
 set -u
@@ -10,6 +10,8 @@ BB=$(command -v busybox)
 mount --make-rprivate /
 mount -t tmpfs tmpfs /run
 mount -t tmpfs tmpfs /var/lib
+# Podman's shared-memory lock file (libpod_lock) stays in this mount namespace too.
+mount -t tmpfs tmpfs /dev/shm
 # Upstream DNS is a local fake in the outside namespace, never a real resolver:
 # the resolver reads this namespace's /etc/resolv.conf.
 echo "nameserver 198.51.100.2" > "$T/resolv.conf" 2>/dev/null || { mkdir -p "$T"; echo "nameserver 198.51.100.2" > "$T/resolv.conf"; }

@@ -4,7 +4,7 @@
 //! plugins (so a failure can be told apart as rnet's or the test's).
 //!
 //! Confinement: Podman runs inside the lab host network namespace and a
-//! private mount namespace with tmpfs over /run and /var/lib; its storage and
+//! private mount namespace with tmpfs over /run, /var/lib and /dev/shm; its storage and
 //! configuration live in the lab's temp dir; cgroups are disabled. The
 //! scenario is `podman.sh` beside this file.
 //!
