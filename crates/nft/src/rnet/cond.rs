@@ -51,9 +51,9 @@
 //! valid record gets an **empty** chain instead, so its port fails closed
 //! (not translated) rather than open (translated without its conditions).
 
-use ipnet::{Ipv4Net, Ipv6Net};
+use ipnet::IpNet;
 use std::fmt::Write as _;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
@@ -675,27 +675,27 @@ fn addr(fam: CondFamily, sel: &str, v: &str) -> Result<String, CondError> {
     };
     let v4 = a.parse::<Ipv4Addr>();
     let v6 = a.parse::<Ipv6Addr>();
+    let ip: Option<IpAddr> = match (fam, &v4, &v6) {
+        (CondFamily::V4, Ok(ip), _) => Some((*ip).into()),
+        (CondFamily::V6, _, Ok(ip)) => Some((*ip).into()),
+        _ => None,
+    };
+    if let Some(ip) = ip {
+        let (full, name) = if ip.is_ipv4() {
+            (32, "IPv4")
+        } else {
+            (128, "IPv6")
+        };
+        let net = IpNet::new(ip, len.unwrap_or(full))
+            .map_err(|_| bad(sel, v, format!("an {name} prefix length is at most {full}")))?
+            .trunc();
+        return Ok(if net.prefix_len() == full {
+            net.addr().to_string()
+        } else {
+            net.to_string()
+        });
+    }
     match (fam, v4, v6) {
-        (CondFamily::V4, Ok(ip), _) => {
-            let net = Ipv4Net::new(ip, len.unwrap_or(32))
-                .map_err(|_| bad(sel, v, "an IPv4 prefix length is at most 32"))?
-                .trunc();
-            Ok(if net.prefix_len() == 32 {
-                net.addr().to_string()
-            } else {
-                net.to_string()
-            })
-        }
-        (CondFamily::V6, _, Ok(ip)) => {
-            let net = Ipv6Net::new(ip, len.unwrap_or(128))
-                .map_err(|_| bad(sel, v, "an IPv6 prefix length is at most 128"))?
-                .trunc();
-            Ok(if net.prefix_len() == 128 {
-                net.addr().to_string()
-            } else {
-                net.to_string()
-            })
-        }
         (CondFamily::V6, Ok(_), _) => Err(CondError::WrongFamily {
             what: format!("{sel} {v}"),
             got: '4',
