@@ -171,50 +171,31 @@ struct Tput {
 
 /// One iperf3 TCP measurement, client in `client`, server on `server_ip:port`
 /// in `server`.
+/// `iperf3 ARGS` under `timeout --foreground -s KILL BOUND`: bounded should
+/// this process die without stopping it, and in this process group, so a
+/// Ctrl-C reaches it too.
+fn bounded_iperf3(bound: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new("timeout");
+    cmd.args(["--foreground", "-s", "KILL", bound, "iperf3"])
+        .args(args);
+    cmd
+}
+
 fn iperf(server: &impl InNs, server_ip: IpAddr, client: &impl InNs, port: u16) -> Result<Tput> {
     let (ip, p) = (server_ip.to_string(), port.to_string());
     // One-off server; `timeout` bounds it should this process die without
     // stopping it (the guard below stops it otherwise). `--foreground` keeps
     // it in this process group, so a Ctrl-C reaches iperf3 too.
     let bound = (IPERF_SECONDS + 30).to_string();
-    let mut cmd = Command::new("timeout");
-    cmd.args([
-        "--foreground",
-        "-s",
-        "KILL",
-        &bound,
-        "iperf3",
-        "-s",
-        "-1",
-        "-B",
-        &ip,
-        "-p",
-        &p,
-    ])
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
+    let mut cmd = bounded_iperf3(&bound, &["-s", "-1", "-B", &ip, "-p", &p]);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     let mut srv = Proc(server.spawn(&mut cmd)?);
     let secs = IPERF_SECONDS.to_string();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let mut cmd = Command::new("timeout");
-        cmd.args([
-            "--foreground",
-            "-s",
-            "KILL",
-            &bound,
-            "iperf3",
-            "-c",
-            &ip,
-            "-p",
-            &p,
-            "-t",
-            &secs,
-            "-O",
-            "1",
-            "-J",
-        ]);
+        let mut cmd = bounded_iperf3(&bound, &["-c", &ip, "-p", &p, "-t", &secs, "-O", "1", "-J"]);
         let out = client.output(&mut cmd)?;
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
         // iperf3 3.12 may exit 0 with an "error" in its JSON (connection refused).
