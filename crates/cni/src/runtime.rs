@@ -587,15 +587,23 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CniError> {
         std::process::id()
     ));
     let res = (|| {
-        // A stale temp file (of a killed writer with the same pid) is
-        // removed, never followed: the new one is created exclusively.
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .mode(0o600)
-            .open(&tmp)?;
+        // Created exclusively, never through a link; a stale temp file (of a
+        // killed writer with the same pid) is removed and the create retried.
+        let create = || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .mode(0o600)
+                .open(&tmp)
+        };
+        let mut f = match create() {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                std::fs::remove_file(&tmp)?;
+                create()?
+            }
+            r => r?,
+        };
         f.write_all(bytes)?;
         std::fs::rename(&tmp, path)
     })();
