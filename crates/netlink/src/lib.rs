@@ -52,6 +52,7 @@
 //! * `sysctl`, `mac` – `/proc/sys/net` and MAC helpers.
 
 mod addr;
+mod conf;
 mod error;
 mod link;
 mod mac;
@@ -66,6 +67,7 @@ mod tests;
 pub use addr::{
     Address, Family, IFA_F_DADFAILED, IFA_F_NODAD, IFA_F_PERMANENT, IFA_F_TENTATIVE, Scope,
 };
+pub use conf::{IpConf, Ipv4Conf, Ipv6Conf};
 pub use error::NetlinkError;
 pub use link::{
     BridgeOpts, BridgePort, BridgePortOpts, BridgeVlan, IFF_ALLMULTI, IFF_LOOPBACK, IFF_LOWER_UP,

@@ -12,6 +12,7 @@ use netlink_packet_route::{
     },
 };
 
+use crate::conf::{IpConf, no_ipv6_ll_attr, parse_af_spec};
 use crate::nla::{attrs, i32_of, mac_of, str_of, u8_of, u16_of, u32_of};
 use crate::{Netlink, NetlinkError, format_mac};
 
@@ -87,6 +88,9 @@ pub struct Link {
     pub alias: Option<String>,
     /// `IFLA_TXQLEN`.
     pub txqlen: Option<u32>,
+    /// IPv4 and IPv6 per-interface settings (`IFLA_AF_SPEC`), the netlink
+    /// view of `net.ipv4.conf.<if>` and `net.ipv6.conf.<if>`.
+    pub ip: IpConf,
 }
 
 impl Link {
@@ -141,6 +145,11 @@ pub struct VethSpec<'a> {
     /// find its own veths in one dump. The kernel ignores the alias on
     /// creation, so this costs one extra request.
     pub alias: Option<&'a str>,
+    /// No IPv6 address generation on the host side (no link-local address,
+    /// hence no DAD, router solicitation or MLD report from it). Set in the
+    /// alias request (or one of its own): the kernel refuses `IFLA_AF_SPEC`
+    /// on creation.
+    pub host_no_ipv6_ll: bool,
 }
 
 /// Bridge-port options for [`Netlink::bridge_port_set`]; `None` leaves a setting alone.
@@ -213,7 +222,7 @@ fn validate_vid(vid: u16) -> Result<(), NetlinkError> {
     }
 }
 
-fn link_msg(index: u32) -> LinkMessage {
+pub(crate) fn link_msg(index: u32) -> LinkMessage {
     let mut m = LinkMessage::default();
     m.header.index = index;
     m
@@ -246,6 +255,7 @@ pub(crate) fn parse_link(payload: &[u8]) -> Result<Link, String> {
         flags,
         alias: None,
         txqlen: None,
+        ip: IpConf::default(),
     };
     for a in attrs(payload.get(16..).unwrap_or(&[])) {
         let (kind, v) = a?;
@@ -258,6 +268,7 @@ pub(crate) fn parse_link(payload: &[u8]) -> Result<Link, String> {
             IFLA_LINK_NETNSID => link.link_netnsid = i32_of(v),
             IFLA_IFALIAS => link.alias = Some(str_of(v)).filter(|s| !s.is_empty()),
             IFLA_TXQLEN => link.txqlen = u32_of(v),
+            IFLA_AF_SPEC => link.ip = parse_af_spec(v)?,
             IFLA_LINKINFO => {
                 for a in attrs(v) {
                     let (k, v) = a?;
@@ -351,7 +362,11 @@ impl Netlink {
         )
     }
 
-    fn set_link(&mut self, msg: LinkMessage, ctx: &dyn Fn() -> String) -> Result<(), NetlinkError> {
+    pub(crate) fn set_link_msg(
+        &mut self,
+        msg: LinkMessage,
+        ctx: &dyn Fn() -> String,
+    ) -> Result<(), NetlinkError> {
         self.request_ack(RouteNetlinkMessage::SetLink(msg), 0, ctx)
     }
 
@@ -361,7 +376,7 @@ impl Netlink {
         if on {
             m.header.flags = flag;
         }
-        self.set_link(m, &|| {
+        self.set_link_msg(m, &|| {
             format!(
                 "setting flag {flag:?} {} on link index {index}",
                 if on { "on" } else { "off" }
@@ -394,21 +409,21 @@ impl Netlink {
         validate_ifname(name)?;
         let mut m = link_msg(index);
         m.attributes.push(LinkAttribute::IfName(name.to_string()));
-        self.set_link(m, &|| format!("renaming link index {index} to {name}"))
+        self.set_link_msg(m, &|| format!("renaming link index {index} to {name}"))
     }
 
     /// Sets the MTU.
     pub fn link_set_mtu(&mut self, index: u32, mtu: u32) -> Result<(), NetlinkError> {
         let mut m = link_msg(index);
         m.attributes.push(LinkAttribute::Mtu(mtu));
-        self.set_link(m, &|| format!("setting MTU {mtu} on link index {index}"))
+        self.set_link_msg(m, &|| format!("setting MTU {mtu} on link index {index}"))
     }
 
     /// Sets the hardware address.
     pub fn link_set_mac(&mut self, index: u32, mac: [u8; 6]) -> Result<(), NetlinkError> {
         let mut m = link_msg(index);
         m.attributes.push(LinkAttribute::Address(mac.to_vec()));
-        self.set_link(m, &|| {
+        self.set_link_msg(m, &|| {
             format!("setting MAC {} on link index {index}", format_mac(&mac))
         })
     }
@@ -418,7 +433,7 @@ impl Netlink {
         let mut m = link_msg(index);
         m.attributes
             .push(LinkAttribute::Controller(master.unwrap_or(0)));
-        self.set_link(m, &|| match master {
+        self.set_link_msg(m, &|| match master {
             Some(b) => format!("attaching link index {index} to master index {b}"),
             None => format!("detaching link index {index} from its master"),
         })
@@ -428,7 +443,7 @@ impl Netlink {
     pub fn link_set_txqlen(&mut self, index: u32, txqlen: u32) -> Result<(), NetlinkError> {
         let mut m = link_msg(index);
         m.attributes.push(LinkAttribute::TxQueueLen(txqlen));
-        self.set_link(m, &|| {
+        self.set_link_msg(m, &|| {
             format!("setting txqueuelen {txqlen} on link index {index}")
         })
     }
@@ -442,7 +457,7 @@ impl Netlink {
         }
         let mut m = link_msg(index);
         m.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
-        self.set_link(m, &|| {
+        self.set_link_msg(m, &|| {
             format!("setting alias {alias:?} on link index {index}")
         })
     }
@@ -616,8 +631,30 @@ impl Netlink {
         let index = self.new_link(m, name, trust_echo, &|| {
             format!("creating veth {name} with peer {peer_name}{where_}")
         })?;
-        if let Some(alias) = spec.alias {
-            if let Err(e) = self.link_set_alias(index, alias) {
+        if spec.alias.is_some() || spec.host_no_ipv6_ll {
+            let mut m = link_msg(index);
+            if let Some(alias) = spec.alias {
+                m.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
+            }
+            if spec.host_no_ipv6_ll {
+                m.attributes.push(no_ipv6_ll_attr());
+            }
+            let ctx = || format!("setting the alias and IPv6 mode of veth {name}");
+            let mut r = self.set_link_msg(m.clone(), &ctx);
+            if spec.host_no_ipv6_ll
+                && r.as_ref()
+                    .is_err_and(|e| e.errno() == Some(libc::EAFNOSUPPORT))
+            {
+                // No IPv6 on this host (ipv6.disable=1): nothing to turn off.
+                m.attributes
+                    .retain(|a| !matches!(a, LinkAttribute::AfSpecUnspec(_)));
+                r = if m.attributes.is_empty() {
+                    Ok(())
+                } else {
+                    self.set_link_msg(m, &ctx)
+                };
+            }
+            if let Err(e) = r {
                 let _ = self.link_del(index);
                 return Err(e);
             }
@@ -635,7 +672,7 @@ impl Netlink {
         let Some(m) = port_msg(index, opts) else {
             return Ok(());
         };
-        self.set_link(m, &|| {
+        self.set_link_msg(m, &|| {
             format!("setting bridge port options {opts:?} on link index {index}")
         })
     }

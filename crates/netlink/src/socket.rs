@@ -170,6 +170,32 @@ impl Netlink {
         self.receive(seq, ctx, on_msg).map(|_| ())
     }
 
+    /// A `doit` request of a message type `netlink-packet-route` does not
+    /// model (e.g. `RTM_GETNETCONF`): `payload` is everything after the
+    /// netlink header. Replies are handled as in [`Netlink::request`].
+    pub(crate) fn request_raw(
+        &mut self,
+        ty: u16,
+        payload: &[u8],
+        ctx: &dyn Fn() -> String,
+        on_msg: &mut OnMsg<'_>,
+    ) -> Result<(), NetlinkError> {
+        let seq = self.next_seq();
+        let len = NLMSG_HDR_LEN + payload.len();
+        let len32 = u32::try_from(len)
+            .map_err(|_| NetlinkError::protocol(ctx(), format!("{len}-byte request")))?;
+        self.send_buf.clear();
+        self.send_buf.extend_from_slice(&len32.to_ne_bytes());
+        self.send_buf.extend_from_slice(&ty.to_ne_bytes());
+        self.send_buf
+            .extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+        self.send_buf.extend_from_slice(&seq.to_ne_bytes());
+        self.send_buf.extend_from_slice(&0u32.to_ne_bytes());
+        self.send_buf.extend_from_slice(payload);
+        self.send_encoded(ctx)?;
+        self.receive(seq, ctx, on_msg).map(|_| ())
+    }
+
     /// A `doit` request whose only answer is the ACK.
     pub(crate) fn request_ack(
         &mut self,

@@ -151,6 +151,7 @@ fn veth_peer_straight_into_container_ns() {
         master: Some(br),
         up: true,
         alias: Some("ctr-1234/eth0"),
+        host_no_ipv6_ll: false,
     };
     let t = std::time::Instant::now();
     let idx = h.create_veth(&spec).unwrap();
@@ -703,4 +704,103 @@ fn dump_survives_concurrent_changes() {
         "the churn never interrupted a dump; test did not exercise retries"
     );
     assert!(ok > 0, "no dump completed ({interrupted} gave up)");
+}
+
+#[test]
+fn ip_conf_through_netlink_matches_proc_sys() {
+    let ns = netns();
+    let mut nl = sock(&ns);
+    let a = veth_pair(&mut nl, "ca", "cb", None);
+    let sysctl = |k: &str| {
+        let k = k.to_owned();
+        ns.run(move || sysctl_get(&k)).unwrap().unwrap()
+    };
+    // Read: the values in RTM_NEWLINK are the ones /proc/sys shows.
+    let l = nl.link_by_index(a).unwrap().unwrap();
+    for (c, k) in [
+        (Ipv4Conf::ArpNotify, "net.ipv4.conf.ca.arp_notify"),
+        (Ipv4Conf::RouteLocalnet, "net.ipv4.conf.ca.route_localnet"),
+        (Ipv4Conf::Forwarding, "net.ipv4.conf.ca.forwarding"),
+    ] {
+        assert_eq!(l.ip.v4(c).map(|v| v.to_string()), Some(sysctl(k)), "{k}");
+    }
+    for (c, k) in [
+        (Ipv6Conf::AcceptDad, "net.ipv6.conf.ca.accept_dad"),
+        (Ipv6Conf::DisableIpv6, "net.ipv6.conf.ca.disable_ipv6"),
+        (
+            Ipv6Conf::KeepAddrOnDown,
+            "net.ipv6.conf.ca.keep_addr_on_down",
+        ),
+        (Ipv6Conf::AcceptRa, "net.ipv6.conf.ca.accept_ra"),
+        (Ipv6Conf::EnhancedDad, "net.ipv6.conf.ca.enhanced_dad"),
+    ] {
+        assert_eq!(l.ip.v6(c).map(|v| v.to_string()), Some(sysctl(k)), "{k}");
+    }
+    assert_eq!(l.ip.addr_gen_mode(), Some(0));
+
+    // Write: both IPv4 values in one request, seen by /proc/sys.
+    nl.link_set_ipv4_conf(a, &[(Ipv4Conf::ArpNotify, 1), (Ipv4Conf::RouteLocalnet, 1)])
+        .unwrap();
+    assert_eq!(sysctl("net.ipv4.conf.ca.arp_notify"), "1");
+    assert_eq!(sysctl("net.ipv4.conf.ca.route_localnet"), "1");
+    assert_eq!(
+        sysctl("net.ipv4.conf.cb.route_localnet"),
+        "0",
+        "only that link"
+    );
+    let l = nl.link_by_index(a).unwrap().unwrap();
+    assert_eq!(l.ip.v4(Ipv4Conf::RouteLocalnet), Some(1));
+
+    // No IPv6 address generation: a link brought up afterwards gets no
+    // link-local address; its peer (left alone) does.
+    let v = nl
+        .create_veth(&VethSpec {
+            name: "na",
+            peer_name: "nb",
+            ..Default::default()
+        })
+        .unwrap();
+    let nb = nl.link_by_name("nb").unwrap().unwrap().index;
+    nl.link_set_ip_conf(v, &[(Ipv4Conf::ArpNotify, 1)], true)
+        .unwrap();
+    assert_eq!(
+        nl.link_by_index(v).unwrap().unwrap().ip.addr_gen_mode(),
+        Some(1)
+    );
+    nl.link_set_up(v).unwrap();
+    nl.link_set_up(nb).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while nl.addr_list(Some(nb), Some(Family::V6)).unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nb never got its link-local address"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(nl.addr_list(Some(v), Some(Family::V6)).unwrap().is_empty());
+    // The same through the veth request's own option, on the host side.
+    nl.create_veth(&VethSpec {
+        name: "ha",
+        peer_name: "hb",
+        alias: Some("x/y/eth0"),
+        host_no_ipv6_ll: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let ha = nl.link_by_name("ha").unwrap().unwrap();
+    assert_eq!(ha.alias.as_deref(), Some("x/y/eth0"));
+    assert_eq!(ha.ip.addr_gen_mode(), Some(1));
+
+    // Namespace-wide forwarding, read with RTM_GETNETCONF.
+    for (fam, key) in [
+        (Family::V4, "net.ipv4.ip_forward"),
+        (Family::V6, "net.ipv6.conf.all.forwarding"),
+    ] {
+        let before = nl.forwarding_all(fam).unwrap();
+        assert_eq!(before, Some(sysctl(key) == "1"), "{key}");
+        let want = if before == Some(true) { "0" } else { "1" };
+        let k = key.to_owned();
+        ns.run(move || sysctl_set(&k, want)).unwrap().unwrap();
+        assert_eq!(nl.forwarding_all(fam).unwrap(), Some(want == "1"), "{key}");
+    }
 }

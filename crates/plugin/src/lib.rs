@@ -127,3 +127,57 @@ pub mod state {
         }
     }
 }
+/// Phase timings appended to the file named by `RNET_TRACE`, if set
+/// (measurement aid; the runtime swallows a plugin's stderr). With
+/// `RNET_TRACE_T0` set to the caller's wall clock in nanoseconds since the
+/// epoch just before it spawned the plugin, each line also says how long
+/// after the spawn it was written, so process start-up shows.
+pub struct Trace(Option<TraceInner>);
+
+struct TraceInner {
+    plugin: &'static str,
+    start: std::time::Instant,
+    spawn_offset: Option<std::time::Duration>,
+    path: std::path::PathBuf,
+}
+
+impl Trace {
+    /// Starts the clock if `RNET_TRACE` names a file.
+    pub fn new(plugin: &'static str) -> Trace {
+        Trace(std::env::var_os("RNET_TRACE").map(|p| {
+            let spawn_offset = std::env::var("RNET_TRACE_T0")
+                .ok()
+                .and_then(|t| t.parse::<u64>().ok())
+                .and_then(|t0| {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .ok()?;
+                    now.checked_sub(std::time::Duration::from_nanos(t0))
+                });
+            TraceInner {
+                plugin,
+                start: std::time::Instant::now(),
+                spawn_offset,
+                path: std::path::PathBuf::from(p),
+            }
+        }))
+    }
+
+    /// Appends "<plugin> <what> at <elapsed>" (and "since spawn <d>").
+    pub fn at(&self, what: &str) {
+        if let Some(t) = &self.0 {
+            use std::io::Write as _;
+            if let Ok(mut f) = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(&t.path)
+            {
+                let e = t.start.elapsed();
+                let _ = match t.spawn_offset {
+                    Some(o) => writeln!(f, "{} {what} at {e:?} since spawn {:?}", t.plugin, o + e),
+                    None => writeln!(f, "{} {what} at {e:?}", t.plugin),
+                };
+            }
+        }
+    }
+}

@@ -8,8 +8,8 @@ use crate::state::{AttachmentState, attachment_tag, host_veth_name, state_path, 
 use ipnet::IpNet;
 use rnet_cni::{CmdArgs, CniError, CniResult, Command, Interface, Route, code};
 use rnet_netlink::{
-    BridgeOpts, BridgePortOpts, Family, Link, Netlink, NetlinkError, RouteSpec, Scope, VethSpec,
-    format_mac, random_mac,
+    BridgeOpts, BridgePortOpts, Family, Ipv4Conf, Link, Netlink, NetlinkError, RouteSpec, Scope,
+    VethSpec, format_mac, random_mac,
 };
 use rnet_netns::NetNs;
 use rnet_plugin::{container_netns, netlink_error, refuse_own_netns};
@@ -67,6 +67,8 @@ impl Undo<'_> {
 
 /// ADD.
 pub fn add(args: &CmdArgs) -> Result<CniResult, CniError> {
+    let trace = rnet_plugin::Trace::new("rnet-bridge");
+    trace.at("start");
     let conf = BridgeConf::from_args(args)?;
     let ns = container_netns(args)?;
     refuse_own_netns(&ns)?;
@@ -79,7 +81,8 @@ pub fn add(args: &CmdArgs) -> Result<CniResult, CniError> {
         fw: None,
         armed: true,
     };
-    let res = add_inner(args, &conf, &ns, &mut undo);
+    let res = add_inner(args, &conf, &ns, &mut undo, &trace);
+    trace.at("done");
     if res.is_err() {
         undo.run();
     }
@@ -95,6 +98,7 @@ fn add_inner(
     conf: &BridgeConf,
     ns: &NetNs,
     undo: &mut Undo<'_>,
+    trace: &rnet_plugin::Trace,
 ) -> Result<CniResult, CniError> {
     let network = &args.conf.name;
     let host_name = host_veth_name(&args.container_id, &args.ifname);
@@ -119,9 +123,11 @@ fn add_inner(
     };
     write_state(&path, &st)?;
     undo.state = Some(path.clone());
+    trace.at("intent written");
 
     let mut nl = Netlink::new().map_err(nl_err("opening netlink in the host namespace"))?;
     let br = ensure_bridge(&mut nl, conf)?;
+    trace.at("bridge");
 
     let spec = VethSpec {
         name: &host_name,
@@ -133,134 +139,132 @@ fn add_inner(
         master: Some(br.index),
         up: true,
         alias: Some(&tag),
+        host_no_ipv6_ll: true,
     };
     let host_idx = create_veth(&mut nl, &spec, ns, &tag)?;
     undo.veth = Some(host_name.clone());
+    trace.at("veth");
 
-    // IPAM runs (as a child process) while the rest of the layer-2 work is done.
-    std::thread::scope(|s| -> Result<CniResult, CniError> {
-        let ipam_thread = conf.ipam_type.as_deref().map(|t| {
-            s.spawn(move || {
-                delegate(Command::Add, args, t).and_then(|r| {
-                    r.ok_or_else(|| {
-                        CniError::internal(format!("IPAM plugin {t} returned no result"))
-                    })
-                })
-            })
-        });
-        let l2 = layer2(&mut nl, conf, host_idx, &host_name, &args.ifname, ns);
-        let ipam = ipam_thread.map(|h| {
-            h.join()
-                .unwrap_or_else(|_| Err(CniError::internal("the IPAM thread panicked")))
-        });
-        if matches!(ipam, Some(Ok(_))) {
-            undo.ipam = true;
-        }
-        let (mut cnl, cont_idx) = l2?;
-        let ipam = ipam.transpose()?;
+    // IPAM after the veth (a repeated ADD that fails on the veth must not
+    // release the lease of the attachment it repeats), on this thread: rnet's
+    // own IPAM runs in process in a fraction of a millisecond, and handing
+    // work to another thread costs more than that where an idle vCPU must be
+    // woken for it (measured: BENCHMARKS.md, section 3).
+    let ipam = match conf.ipam_type.as_deref() {
+        Some(t) => Some(
+            delegate(Command::Add, args, t)?
+                .ok_or_else(|| CniError::internal(format!("IPAM plugin {t} returned no result")))?,
+        ),
+        None => None,
+    };
+    undo.ipam = ipam.is_some();
+    trace.at("ipam");
+    let (mut cnl, cont) = layer2(&mut nl, conf, host_idx, &host_name, &args.ifname, ns)?;
+    trace.at("layer2");
 
-        let mut result = CniResult {
-            interfaces: vec![
-                Interface {
-                    name: conf.bridge.clone(),
-                    mac: br.mac.map(|m| format_mac(&m)).unwrap_or_default(),
-                    ..Interface::default()
-                },
-                Interface {
-                    name: host_name.clone(),
-                    mac: format_mac(&host_mac),
-                    ..Interface::default()
-                },
-                Interface {
-                    name: args.ifname.clone(),
-                    mac: format_mac(&cont_mac),
-                    sandbox: args
-                        .netns
-                        .as_ref()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default(),
-                    ..Interface::default()
-                },
-            ],
-            ..CniResult::default()
-        };
-
-        if let Some(ipam_res) = ipam {
-            layer3(
-                args,
-                conf,
-                ns,
-                &mut nl,
-                &br,
-                &mut cnl,
-                cont_idx,
-                ipam_res,
-                &mut result,
-            )?;
-            st.ips = result.ips.iter().map(|i| i.address).collect();
-        } else if !conf.disable_container_interface {
-            cnl.link_set_up(cont_idx).map_err(nl_err(format!(
-                "setting {} up in the container",
-                args.ifname
-            )))?;
-        }
-
-        // One batch per table family: this attachment's masquerade and
-        // spoof-check elements, and the shared bridge elements (every bridge
-        // rnet uses must be known for isolation to hold).
-        let masq: Vec<IpNet> = if conf.ip_masq {
-            st.ips.clone()
-        } else {
-            Vec::new()
-        };
-        let spoof_mac = conf.macspoofchk.then_some(cont_mac);
-        undo.fw = Some(fw::Installed {
-            tag: tag.clone(),
-            masq: masq.clone(),
-            spoof_veth: spoof_mac.map(|_| host_name.clone()),
-            scan: false,
-        });
-        fw::install(
-            &FwAttachment {
-                tag: &tag,
-                bridge: &conf.bridge,
-                host_veth: &host_name,
-                masq: &masq,
-                isolation: conf.isolation,
-                spoof_mac,
+    let mut result = CniResult {
+        interfaces: vec![
+            Interface {
+                name: conf.bridge.clone(),
+                mac: br.mac.map(|m| format_mac(&m)).unwrap_or_default(),
+                ..Interface::default()
             },
-            &conf.state_root,
+            Interface {
+                name: host_name.clone(),
+                mac: format_mac(&host_mac),
+                ..Interface::default()
+            },
+            Interface {
+                name: args.ifname.clone(),
+                mac: format_mac(&cont_mac),
+                sandbox: args
+                    .netns
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                ..Interface::default()
+            },
+        ],
+        ..CniResult::default()
+    };
+
+    if let Some(ipam_res) = ipam {
+        layer3(
+            args,
+            conf,
+            ns,
+            &mut nl,
+            &br,
+            &mut cnl,
+            &cont,
+            ipam_res,
+            &mut result,
         )?;
-        st.masq = !masq.is_empty();
-        st.spoofchk = spoof_mac.is_some();
-        st.isolated = conf.isolation;
+        st.ips = result.ips.iter().map(|i| i.address).collect();
+        trace.at("layer3");
+    } else if !conf.disable_container_interface {
+        cnl.link_set_up(cont.index).map_err(nl_err(format!(
+            "setting {} up in the container",
+            args.ifname
+        )))?;
+    }
 
-        // The bridge takes a port's MAC unless its own was set: read it last.
-        if let Some(b) = nl
-            .link_by_index(br.index)
-            .map_err(nl_err(format!("looking up bridge {}", conf.bridge)))?
-        {
-            if let (Some(m), Some(i)) = (b.mac, result.interfaces.first_mut()) {
-                i.mac = format_mac(&m);
-            }
-        }
+    // One batch per table family: this attachment's masquerade and
+    // spoof-check elements, and the shared bridge elements (every bridge
+    // rnet uses must be known for isolation to hold).
+    let masq: Vec<IpNet> = if conf.ip_masq {
+        st.ips.clone()
+    } else {
+        Vec::new()
+    };
+    let spoof_mac = conf.macspoofchk.then_some(cont_mac);
+    undo.fw = Some(fw::Installed {
+        tag: tag.clone(),
+        masq: masq.clone(),
+        spoof_veth: spoof_mac.map(|_| host_name.clone()),
+        scan: false,
+    });
+    fw::install(
+        &FwAttachment {
+            tag: &tag,
+            bridge: &conf.bridge,
+            host_veth: &host_name,
+            masq: &masq,
+            isolation: conf.isolation,
+            spoof_mac,
+        },
+        &conf.state_root,
+    )?;
+    st.masq = !masq.is_empty();
+    st.spoofchk = spoof_mac.is_some();
+    st.isolated = conf.isolation;
+    trace.at("nft");
 
-        if let Some(dns) = &args.conf.dns {
-            if !dns.is_empty() {
-                result.dns = dns.clone();
-            }
+    // The bridge takes a port's MAC unless its own was set: read it last.
+    if let Some(b) = nl
+        .link_by_index(br.index)
+        .map_err(nl_err(format!("looking up bridge {}", conf.bridge)))?
+    {
+        if let (Some(m), Some(i)) = (b.mac, result.interfaces.first_mut()) {
+            i.mac = format_mac(&m);
         }
-        // Test hook (as the reference's debugPostIPAMError): fail after
-        // everything was set up, to prove the rollback.
-        if std::env::var_os("RNET_BRIDGE_TEST_FAIL_LATE").is_some() {
-            return Err(CniError::internal(
-                "failing on purpose after setup (RNET_BRIDGE_TEST_FAIL_LATE is set)",
-            ));
+    }
+
+    if let Some(dns) = &args.conf.dns {
+        if !dns.is_empty() {
+            result.dns = dns.clone();
         }
-        write_state(&path, &st)?;
-        undo.armed = false;
-        Ok(result)
-    })
+    }
+    // Test hook (as the reference's debugPostIPAMError): fail after
+    // everything was set up, to prove the rollback.
+    if std::env::var_os("RNET_BRIDGE_TEST_FAIL_LATE").is_some() {
+        return Err(CniError::internal(
+            "failing on purpose after setup (RNET_BRIDGE_TEST_FAIL_LATE is set)",
+        ));
+    }
+    write_state(&path, &st)?;
+    undo.armed = false;
+    Ok(result)
 }
 
 /// Creates the bridge, or reuses it if it exists and is a bridge; `accept_ra=0`
@@ -273,23 +277,32 @@ fn ensure_bridge(nl: &mut Netlink, conf: &BridgeConf) -> Result<Link, CniError> 
         up: true,
         ..BridgeOpts::default()
     };
-    let created = match nl.create_bridge(name, &opts) {
-        Ok(_) => true,
-        Err(e) if e.is_exists() => false,
-        Err(e) if e.errno() == Some(libc::EOPNOTSUPP) && conf.vlan_filtering() => {
-            return Err(vlan_unsupported(name, e));
-        }
-        Err(e) => return Err(nl_err(format!("creating bridge {name}"))(e)),
+    let lookup = |nl: &mut Netlink| {
+        nl.link_by_name(name)
+            .map_err(nl_err(format!("looking up bridge {name}")))
     };
-    let br = nl
-        .link_by_name(name)
-        .map_err(nl_err(format!("looking up bridge {name}")))?
-        .ok_or_else(|| {
-            CniError::new(
-                code::NETLINK,
-                format!("bridge {name} vanished right after it was created or found"),
-            )
-        })?;
+    // Looked up first: it exists for every ADD but the first.
+    let (br, created) = match lookup(nl)? {
+        Some(br) => (br, false),
+        None => {
+            let created = match nl.create_bridge(name, &opts) {
+                Ok(_) => true,
+                // Another ADD made it in between.
+                Err(e) if e.is_exists() => false,
+                Err(e) if e.errno() == Some(libc::EOPNOTSUPP) && conf.vlan_filtering() => {
+                    return Err(vlan_unsupported(name, e));
+                }
+                Err(e) => return Err(nl_err(format!("creating bridge {name}"))(e)),
+            };
+            let br = lookup(nl)?.ok_or_else(|| {
+                CniError::new(
+                    code::NETLINK,
+                    format!("bridge {name} vanished right after it was created or found"),
+                )
+            })?;
+            (br, created)
+        }
+    };
     if br.kind.as_deref() != Some("bridge") {
         return Err(CniError::invalid_config(format!(
             "{name:?} already exists but is not a bridge (it is a {}); choose another \"bridge\" name",
@@ -433,8 +446,8 @@ fn create_veth(
 }
 
 /// Layer-2 work that does not need the addresses: port options, VLANs, the
-/// container socket (opened together with the per-interface sysctls on one
-/// thread inside the container) and the container interface's index.
+/// container socket (opened on a fresh thread inside the container) and the
+/// container interface.
 fn layer2(
     nl: &mut Netlink,
     conf: &BridgeConf,
@@ -442,7 +455,7 @@ fn layer2(
     host_name: &str,
     ifname: &str,
     ns: &NetNs,
-) -> Result<(Netlink, u32), CniError> {
+) -> Result<(Netlink, Link), CniError> {
     if conf.hairpin || conf.port_isolation {
         let opts = BridgePortOpts {
             hairpin: conf.hairpin.then_some(true),
@@ -456,33 +469,8 @@ fn layer2(
     if conf.vlan != 0 || !conf.vlan_trunk.is_empty() {
         setup_vlans(nl, conf, host_idx, host_name)?;
     }
-    let l3 = conf.ipam_type.is_some();
-    let enable_dad = conf.enable_dad;
-    let key_if = ifname.replace('.', "/");
     let mut cnl = ns
-        .run(move || {
-            if l3 {
-                // Best effort, as the reference.
-                if enable_dad {
-                    let _ = rnet_netlink::sysctl_set(
-                        &format!("net.ipv6.conf.{key_if}.enhanced_dad"),
-                        "1",
-                    );
-                    let _ = rnet_netlink::sysctl_set(
-                        &format!("net.ipv6.conf.{key_if}.accept_dad"),
-                        "1",
-                    );
-                } else {
-                    let _ = rnet_netlink::sysctl_set(
-                        &format!("net.ipv6.conf.{key_if}.accept_dad"),
-                        "0",
-                    );
-                }
-                let _ =
-                    rnet_netlink::sysctl_set(&format!("net.ipv4.conf.{key_if}.arp_notify"), "1");
-            }
-            Netlink::new()
-        })
+        .run(Netlink::new)
         .map_err(|e| rnet_plugin::ns_error(e).context("entering the container namespace"))?
         .map_err(nl_err("opening netlink in the container namespace"))?;
     let cont = cnl
@@ -494,7 +482,7 @@ fn layer2(
                 format!("{ifname} is not in the container namespace right after its creation"),
             )
         })?;
-    Ok((cnl, cont.index))
+    Ok((cnl, cont))
 }
 
 /// VLANs on the host veth, as the reference: drop the default VLAN unless
@@ -595,7 +583,7 @@ fn layer3(
     nl: &mut Netlink,
     br: &Link,
     cnl: &mut Netlink,
-    cont_idx: u32,
+    cont: &Link,
     ipam: CniResult,
     result: &mut CniResult,
 ) -> Result<(), CniError> {
@@ -618,21 +606,56 @@ fn layer3(
         }
     }
     let has_v6 = result.ips.iter().any(|i| i.address.addr().is_ipv6());
-    if has_v6 {
+    // The container keeps IPv6 on its interface when it gets an IPv6
+    // address, or when asked to (`ipv6LinkLocal`); then DAD is set as the
+    // reference does. Otherwise the interface gets no IPv6 address at all
+    // (below), and these /proc/sys writes are skipped.
+    if has_v6 || conf.ipv6_link_local {
         let key_if = ifname.replace('.', "/");
+        let enable_dad = conf.enable_dad;
         ns.run(move || -> Result<(), NetlinkError> {
-            for i in ["lo", key_if.as_str()] {
-                let k = format!("net.ipv6.conf.{i}.disable_ipv6");
-                if rnet_netlink::sysctl_get(&k).is_ok_and(|v| v != "0") {
-                    rnet_netlink::sysctl_set(&k, "0")?;
+            if has_v6 {
+                for i in ["lo", key_if.as_str()] {
+                    let k = format!("net.ipv6.conf.{i}.disable_ipv6");
+                    if rnet_netlink::sysctl_get(&k).is_ok_and(|v| v != "0") {
+                        rnet_netlink::sysctl_set(&k, "0")?;
+                    }
                 }
             }
-            rnet_netlink::sysctl_set(&format!("net.ipv6.conf.{key_if}.keep_addr_on_down"), "1")
+            // Best effort, as the reference.
+            if enable_dad {
+                let _ =
+                    rnet_netlink::sysctl_set(&format!("net.ipv6.conf.{key_if}.enhanced_dad"), "1");
+                let _ =
+                    rnet_netlink::sysctl_set(&format!("net.ipv6.conf.{key_if}.accept_dad"), "1");
+            } else {
+                let _ =
+                    rnet_netlink::sysctl_set(&format!("net.ipv6.conf.{key_if}.accept_dad"), "0");
+            }
+            if has_v6 {
+                rnet_netlink::sysctl_set(&format!("net.ipv6.conf.{key_if}.keep_addr_on_down"), "1")
+            } else {
+                Ok(())
+            }
         })
         .map_err(|e| rnet_plugin::ns_error(e).context("entering the container namespace"))?
         .map_err(nl_err(format!(
             "enabling IPv6 on {ifname} in the container"
         )))?;
+    }
+    // arp_notify (as the reference) and, on a network without IPv6, no
+    // IPv6 link-local address (see docs/config.md, "ipv6LinkLocal"), in one
+    // request through netlink rather than /proc/sys, whose lookups cost more
+    // with every namespace on the host. Best effort, as the reference.
+    let cont_idx = cont.index;
+    let arp: &[(Ipv4Conf, u32)] = if cont.ip.v4(Ipv4Conf::ArpNotify) == Some(1) {
+        &[]
+    } else {
+        &[(Ipv4Conf::ArpNotify, 1)]
+    };
+    let no_ll = !has_v6 && !conf.ipv6_link_local;
+    if !arp.is_empty() || no_ll {
+        let _ = cnl.link_set_ip_conf(cont_idx, arp, no_ll);
     }
     for ipc in &result.ips {
         cnl.addr_add(cont_idx, ipc.address).map_err(nl_err(format!(
@@ -697,7 +720,8 @@ fn layer3(
             .iter()
             .enumerate()
         {
-            if fams[i] && rnet_netlink::sysctl_get(key).map_or(true, |v| v != "1") {
+            let family = if i == 0 { Family::V4 } else { Family::V6 };
+            if fams[i] && nl.forwarding_all(family).ok().flatten() != Some(true) {
                 rnet_netlink::sysctl_set(key, "1")
                     .map_err(nl_err("enabling forwarding (isGateway)"))?;
             }

@@ -1,6 +1,6 @@
 //! The bridge plugin's options: every key the reference `bridge` plugin reads,
 //! with its defaults and its validation, plus rnet's own extensions
-//! (`isolation`, `rnetStateDir`).
+//! (`isolation`, `ipv6LinkLocal`, `rnetStateDir`).
 //!
 //! Options are read one by one from the raw JSON document (not through a serde
 //! struct) so that a value of the wrong type or out of range is a CNI error 7
@@ -69,6 +69,10 @@ pub struct BridgeConf {
     pub port_isolation: bool,
     /// rnet extension `isolation`: no traffic between this bridge and other rnet bridges.
     pub isolation: bool,
+    /// rnet extension `ipv6LinkLocal`: keep the kernel's IPv6 link-local
+    /// address on the container interface when IPAM gives no IPv6 address
+    /// (by default such an interface has no IPv6 address at all).
+    pub ipv6_link_local: bool,
     /// The container MAC: `runtimeConfig.mac` > `args.cni.mac` > `CNI_ARGS MAC=`.
     pub mac: Option<[u8; 6]>,
     /// rnet extension `rnetStateDir`: the state root (default [`DEFAULT_STATE_ROOT`]).
@@ -194,6 +198,7 @@ impl BridgeConf {
             disable_container_interface,
             port_isolation: opt_bool(obj, "portIsolation")?,
             isolation: opt_bool(obj, "isolation")?,
+            ipv6_link_local: opt_bool(obj, "ipv6LinkLocal")?,
             mac,
             state_root,
             state_dir,
@@ -385,7 +390,7 @@ mod tests {
             "ipMasqBackend":"nftables","mtu":1400,"hairpinMode":true,"vlan":10,
             "vlanTrunk":[{"id":20},{"minID":30,"maxID":32},{"id":31}],"preserveDefaultVlan":true,
             "enabledad":true,"macspoofchk":true,"portIsolation":true,"isolation":true,
-            "rnetStateDir":"/tmp/x","ipam":{"type":"host-local"},"somethingUnknown":{"a":1},
+            "ipv6LinkLocal":true,"rnetStateDir":"/tmp/x","ipam":{"type":"host-local"},"somethingUnknown":{"a":1},
             "runtimeConfig":{"mac":"0a:58:0a:f4:00:05"}
         }))
         .unwrap();
@@ -398,6 +403,7 @@ mod tests {
         assert_eq!(c.vlan_trunk, vec![20, 30, 31, 32]);
         assert!(c.vlan_filtering());
         assert!(c.preserve_default_vlan && c.enable_dad && c.macspoofchk);
+        assert!(c.ipv6_link_local);
         assert!(c.port_isolation && c.isolation);
         assert_eq!(c.mac, Some([0x0a, 0x58, 0x0a, 0xf4, 0, 5]));
         assert_eq!(c.state_dir, PathBuf::from("/tmp/x/bridge"));
@@ -456,6 +462,7 @@ mod tests {
             (json!({"promiscMode":"x"}), "promiscMode"),
             (json!({"isDefaultGateway":"x"}), "isDefaultGateway"),
             (json!({"isolation":"x"}), "isolation"),
+            (json!({"ipv6LinkLocal":1}), "ipv6LinkLocal"),
             (json!({"rnetStateDir":"relative/dir"}), "rnetStateDir"),
             (json!({"runtimeConfig":{"mac":"zz"}}), "runtimeConfig.mac"),
             (

@@ -6,9 +6,11 @@ use crate::config::Config;
 use crate::conntrack::{self, Target};
 use crate::plan::{self, AttachmentState, PortEntry, parse_tag};
 use rnet_cni::{Attachment, CmdArgs, CniError, CniResult, code};
+use rnet_netlink::{Ipv4Conf, Netlink};
 use rnet_nft::rnet::cond::{self, COND_MAPS, CondChain, CondChains};
 use rnet_nft::rnet::{self as shared, Journal, RnetError, TABLE, comment_for, sets};
 use rnet_nft::{Backend, Batch, Element, Family, KeyPart, Nft, Verdict};
+use rnet_plugin::Trace;
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::Path;
@@ -442,23 +444,31 @@ fn flush_conntrack(targets: &[Target], when: &str) {
     }
 }
 
-/// `net.ipv4.conf.<bridge>.route_localnet = 1` (never `all`). A bridge that
-/// does not exist in this namespace is skipped.
+/// `net.ipv4.conf.<bridge>.route_localnet = 1` (never `all`), read and set
+/// through netlink: a `/proc/sys` lookup costs more with every network
+/// namespace on the host. A bridge that does not exist in this namespace is
+/// skipped.
 fn enable_route_localnet(bridge: &str) -> Result<(), CniError> {
-    if bridge.contains(['/', '.']) {
+    if rnet_netlink::validate_ifname(bridge).is_err() {
         return Ok(());
     }
-    let path = format!("/proc/sys/net/ipv4/conf/{bridge}/route_localnet");
-    if std::fs::read(&path).is_ok_and(|v| v.first() == Some(&b'1')) {
-        return Ok(());
-    }
-    match rnet_netlink::sysctl_set(&format!("net.ipv4.conf.{bridge}.route_localnet"), "1") {
-        Ok(()) => Ok(()),
-        Err(_) if !Path::new(&path).exists() => Ok(()),
-        Err(e) => Err(CniError::io(format!(
+    let fail = |e: rnet_netlink::NetlinkError| {
+        CniError::io(format!(
             "unable to enable route_localnet on {bridge} (needed for localhost publishing; set \
              \"snat\": false to do without): {e}"
-        ))),
+        ))
+    };
+    let mut nl = Netlink::new().map_err(fail)?;
+    let Some(link) = nl.link_by_name(bridge).map_err(fail)? else {
+        return Ok(());
+    };
+    if link.ip.v4(Ipv4Conf::RouteLocalnet) == Some(1) {
+        return Ok(());
+    }
+    match nl.link_set_ipv4_conf(link.index, &[(Ipv4Conf::RouteLocalnet, 1)]) {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) => Err(fail(e)),
     }
 }
 
@@ -473,7 +483,7 @@ fn state_file(cfg: &Config, args: &CmdArgs) -> std::path::PathBuf {
 
 /// ADD.
 pub fn cmd_add(args: &CmdArgs) -> Result<CniResult, CniError> {
-    let trace = Trace::new();
+    let trace = Trace::new("rnet-portmap");
     let cfg = Config::parse(&args.conf)?;
     let Some(prev) = &args.conf.prev_result else {
         return Err(CniError::invalid_config(
@@ -522,36 +532,10 @@ pub fn cmd_add(args: &CmdArgs) -> Result<CniResult, CniError> {
     Ok(prev.clone())
 }
 
-/// Phase timings appended to the file named by `RNET_TRACE`, if set
-/// (measurement aid; the runtime swallows a plugin's stderr).
-struct Trace(Option<(std::time::Instant, std::path::PathBuf)>);
-
-impl Trace {
-    fn new() -> Trace {
-        Trace(
-            std::env::var_os("RNET_TRACE")
-                .map(|p| (std::time::Instant::now(), std::path::PathBuf::from(p))),
-        )
-    }
-
-    fn at(&self, what: &str) {
-        if let Some((t, path)) = &self.0 {
-            use std::io::Write as _;
-            if let Ok(mut f) = std::fs::OpenOptions::new()
-                .append(true)
-                .create(true)
-                .open(path)
-            {
-                let _ = writeln!(f, "rnet-portmap {what} at {:?}", t.elapsed());
-            }
-        }
-    }
-}
-
 /// DEL: from the state file; without one, from `prevResult` +
 /// `runtimeConfig`; without those, by listing the maps for the tag.
 pub fn cmd_del(args: &CmdArgs) -> Result<(), CniError> {
-    let trace = Trace::new();
+    let trace = Trace::new("rnet-portmap");
     let cfg = Config::parse(&args.conf)?;
     let path = state_file(&cfg, args);
     let st = match plan::read_state(&path) {
