@@ -237,14 +237,23 @@ impl Impl {
             .unwrap_or(0)
     }
 
-    /// Veths left on the lab host.
+    /// Veths left on the lab host. rnet's DEL returns once the pair's
+    /// deletion is under way (a detached child finishes it), so a pair may
+    /// still be going for a moment: wait up to 2 s for the count to reach 0.
     pub fn veths(&self) -> Result<usize> {
         let mut nl = self.lab.netlink()?;
-        Ok(nl
-            .link_list()?
-            .iter()
-            .filter(|l| l.kind.as_deref() == Some("veth") && l.name != "uplink0")
-            .count())
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let n = nl
+                .link_list()?
+                .iter()
+                .filter(|l| l.kind.as_deref() == Some("veth") && l.name != "uplink0")
+                .count();
+            if n == 0 || Instant::now() >= deadline {
+                return Ok(n);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 

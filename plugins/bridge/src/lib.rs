@@ -7,18 +7,27 @@
 //! ## What one ADD does
 //!
 //! 1. Writes the attachment's intent log (the state file, see [`state`]).
-//! 2. Ensures the bridge: create it, or on `EEXIST` look it up by name and
+//! 2. Ensures the bridge: look it up by name (create it only if missing) and
 //!    verify it is a bridge; `accept_ra=0` on it (CVE-2020-10749); up.
 //! 3. Creates the veth pair in ONE netlink request: the host side under a
 //!    deterministic name (`veth` + hash of container ID and ifname), with its
-//!    MAC, MTU, master and alias; the peer straight inside the container
-//!    namespace under its final name `CNI_IFNAME`, with its MAC and MTU.
-//! 4. Starts the IPAM plugin (delegation by exec, any IPAM plugin) on a second
-//!    thread and meanwhile sets port options (hairpin, isolation, VLANs) and
-//!    opens ONE netlink socket inside the container namespace (the thread that
-//!    enters it also writes the interface's sysctls, then exits).
-//! 5. Configures addresses, routes and the default route through that socket;
-//!    the gateway address on the bridge when `isGateway`; forwarding.
+//!    MAC, MTU, master and up; the peer straight inside the container
+//!    namespace under its final name `CNI_IFNAME`, with its MAC and MTU. A
+//!    second request sets the host side's alias (the attachment tag) and
+//!    turns off its IPv6 address generation (the kernel takes neither on
+//!    creation).
+//! 4. Runs IPAM (rnet's own in process, any other by exec), then sets port
+//!    options (hairpin, isolation, VLANs) and opens ONE netlink socket inside
+//!    the container namespace (a fresh thread enters it, opens the socket and
+//!    exits). Everything runs on the main thread otherwise: handing work to
+//!    another thread costs more than rnet's IPAM takes.
+//! 5. Configures, through that socket: `arp_notify` and, without an IPv6
+//!    address, no IPv6 link-local address (`ipv6LinkLocal`), in one request;
+//!    addresses; up; routes and the default route. Then the gateway address
+//!    on the bridge when `isGateway`, and forwarding. No `/proc/sys` access
+//!    on an IPv4-only network (each one costs more with every namespace on
+//!    the host); IPv6 settings without a netlink equivalent (`accept_dad`,
+//!    `keep_addr_on_down`, `disable_ipv6`) are written there when IPv6 is used.
 //! 6. Adds the attachment's nftables elements (masquerade, spoof check) and the
 //!    shared bridge elements (isolation) in one netlink batch, see [`fw`].
 //! 7. Prints the reference's result shape: interfaces `[bridge, host veth,
