@@ -50,8 +50,8 @@ pub use cni::{CniCall, CniOutput};
 pub use dns::{DnsAnswer, DnsData, DnsRecord, QType, dns_query, dns_query_timeout, reverse_name};
 pub use lab::{Container, Lab, Outside, OutsideConfig, veth_pair};
 pub use probe::{
-    TcpServer, UdpServer, ping, tcp_connect, tcp_listen, tcp_listen_with_banner, udp_echo_server,
-    udp_roundtrip,
+    ArpCapture, ArpFrame, TcpServer, UdpServer, arp_capture, ping, tcp_connect, tcp_listen,
+    tcp_listen_with_banner, udp_echo_server, udp_roundtrip,
 };
 
 /// What tests print when the environment cannot build a lab.

@@ -510,3 +510,75 @@ mod tests {
         assert_eq!(inet_checksum(&pkt), 0);
     }
 }
+
+/// ARP frames seen in a namespace (an `AF_PACKET` socket for `ETH_P_ARP`
+/// opened inside it, on all its interfaces, both directions).
+pub struct ArpCapture {
+    sock: std::os::fd::OwnedFd,
+}
+
+/// One captured ARP frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArpFrame {
+    /// 1 request, 2 reply.
+    pub op: u16,
+    /// Sender protocol address.
+    pub sender: std::net::Ipv4Addr,
+    /// Target protocol address.
+    pub target: std::net::Ipv4Addr,
+}
+
+impl ArpFrame {
+    /// A gratuitous ARP: the sender announces its own address.
+    pub fn is_gratuitous(&self) -> bool {
+        self.sender == self.target
+    }
+}
+
+/// Starts capturing ARP frames in `ns` (needs CAP_NET_RAW, i.e. root).
+pub fn arp_capture(ns: &NetNs) -> Result<ArpCapture> {
+    let sock = ns
+        .run(|| {
+            rustix::net::socket_with(
+                AddressFamily::PACKET,
+                SocketType::RAW,
+                rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK,
+                Some(rustix::net::eth::ARP),
+            )
+        })?
+        .map_err(|e| {
+            io_err(
+                format!(
+                    "opening a packet socket in {} (needs root)",
+                    ns.path().display()
+                ),
+                e,
+            )
+        })?;
+    Ok(ArpCapture { sock })
+}
+
+impl ArpCapture {
+    /// Every IPv4-over-Ethernet ARP frame captured since the last call.
+    pub fn drain(&self) -> Vec<ArpFrame> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 2048];
+        while let Ok((n, _)) = rustix::net::recv(&self.sock, &mut buf, RecvFlags::DONTWAIT) {
+            // Ethernet header (14) + ARP: htype 2, ptype 2, hlen 1, plen 1,
+            // op 2, sha 6, spa 4, tha 6, tpa 4.
+            let Some(f) = buf.get(..n.min(buf.len())) else {
+                continue;
+            };
+            if f.len() < 42 || f[18] != 6 || f[19] != 4 {
+                continue;
+            }
+            let ip = |o: usize| std::net::Ipv4Addr::new(f[o], f[o + 1], f[o + 2], f[o + 3]);
+            out.push(ArpFrame {
+                op: u16::from_be_bytes([f[20], f[21]]),
+                sender: ip(28),
+                target: ip(38),
+            });
+        }
+        out
+    }
+}

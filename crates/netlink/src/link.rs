@@ -116,6 +116,8 @@ pub struct BridgeOpts {
     pub vlan_filtering: Option<bool>,
     /// `IFLA_BR_VLAN_DEFAULT_PVID` (0 disables the default PVID).
     pub vlan_default_pvid: Option<u16>,
+    /// `IFLA_BR_MCAST_SNOOPING`: IGMP/MLD snooping (the kernel's default is on).
+    pub mcast_snooping: Option<bool>,
     /// Bring the bridge up in the same request.
     pub up: bool,
 }
@@ -560,6 +562,9 @@ impl Netlink {
         }
         if let Some(p) = opts.vlan_default_pvid {
             data.push(InfoBridge::VlanDefaultPvid(p));
+        }
+        if let Some(m) = opts.mcast_snooping {
+            data.push(InfoBridge::MulticastSnooping(m));
         }
         if !data.is_empty() {
             info.push(LinkInfo::Data(InfoData::Bridge(data)));
