@@ -79,6 +79,13 @@ pub fn exec_plugin(path: &Path, env: &CniEnv, stdin: &[u8]) -> Result<Vec<u8>, C
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // Measurement aid: with RNET_TRACE set, rnet plugins time their phases
+    // from this spawn (see rnet_plugin::Trace).
+    if std::env::var_os("RNET_TRACE").is_some() {
+        if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            cmd.env("RNET_TRACE_T0", now.as_nanos().to_string());
+        }
+    }
     let mut child = cmd.spawn().map_err(|e| {
         CniError::new(
             code::PLUGIN_NOT_FOUND,
