@@ -30,6 +30,8 @@ const IFLA_IFALIAS: u16 = 20;
 const IFLA_AF_SPEC: u16 = 26;
 const IFLA_LINK_NETNSID: u16 = 37;
 const IFLA_INFO_KIND: u16 = 1;
+const IFLA_INFO_DATA: u16 = 2;
+const IFLA_BR_MCAST_SNOOPING: u16 = 23;
 
 const IFLA_BRPORT_STATE: u16 = 1;
 const IFLA_BRPORT_MODE: u16 = 4;
@@ -91,6 +93,9 @@ pub struct Link {
     /// IPv4 and IPv6 per-interface settings (`IFLA_AF_SPEC`), the netlink
     /// view of `net.ipv4.conf.<if>` and `net.ipv6.conf.<if>`.
     pub ip: IpConf,
+    /// A bridge's IGMP/MLD snooping (`IFLA_BR_MCAST_SNOOPING`); `None` for
+    /// other kinds.
+    pub mcast_snooping: Option<bool>,
 }
 
 impl Link {
@@ -258,7 +263,9 @@ pub(crate) fn parse_link(payload: &[u8]) -> Result<Link, String> {
         alias: None,
         txqlen: None,
         ip: IpConf::default(),
+        mcast_snooping: None,
     };
+    let mut data = None;
     for a in attrs(payload.get(16..).unwrap_or(&[])) {
         let (kind, v) = a?;
         match kind {
@@ -276,10 +283,20 @@ pub(crate) fn parse_link(payload: &[u8]) -> Result<Link, String> {
                     let (k, v) = a?;
                     if k == IFLA_INFO_KIND {
                         link.kind = Some(str_of(v));
+                    } else if k == IFLA_INFO_DATA {
+                        data = Some(v);
                     }
                 }
             }
             _ => {}
+        }
+    }
+    if let (Some("bridge"), Some(d)) = (link.kind.as_deref(), data) {
+        for a in attrs(d) {
+            let (k, v) = a?;
+            if k == IFLA_BR_MCAST_SNOOPING {
+                link.mcast_snooping = u8_of(v).map(|b| b != 0);
+            }
         }
     }
     Ok(link)

@@ -99,6 +99,7 @@ fn bridge_create_exists_delete() {
         mtu: Some(1400),
         mac: Some(mac),
         up: true,
+        mcast_snooping: Some(false),
         ..Default::default()
     };
     let idx = nl.create_bridge("br0", &opts).unwrap();
@@ -108,6 +109,7 @@ fn bridge_create_exists_delete() {
     assert_eq!(br.mtu, 1400);
     assert_eq!(br.mac, Some(mac));
     assert!(br.up);
+    assert_eq!(br.mcast_snooping, Some(false));
 
     let err = nl.create_bridge("br0", &opts).unwrap_err();
     assert!(err.is_exists(), "{err}");
@@ -119,7 +121,10 @@ fn bridge_create_exists_delete() {
     assert!(err.is_not_found(), "{err}");
     assert!(!nl.link_del_by_name("br0").unwrap());
     let idx = nl.create_bridge("br0", &BridgeOpts::default()).unwrap();
-    assert!(!nl.link_by_index(idx).unwrap().unwrap().up);
+    let br = nl.link_by_index(idx).unwrap().unwrap();
+    assert!(!br.up);
+    assert_eq!(br.mcast_snooping, Some(true), "the kernel's default");
+    assert_eq!(nl.link_by_name("lo").unwrap().unwrap().mcast_snooping, None);
     assert!(nl.link_del_by_name("br0").unwrap());
     assert_eq!(nl.link_by_name("br0").unwrap(), None);
 }

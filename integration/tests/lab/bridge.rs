@@ -332,6 +332,11 @@ fn kernel_state_traffic_check_and_del() {
     let mut nl = lab.netlink().unwrap();
     let br = link(&mut nl, "br-kern").expect("bridge exists");
     assert_eq!(br.kind.as_deref(), Some("bridge"));
+    assert_eq!(
+        br.mcast_snooping,
+        Some(false),
+        "snooping off (docs/config.md)"
+    );
     assert!(br.up);
     assert_eq!(br.mtu, 1400);
     assert_eq!(addrs(&mut nl, br.index), vec!["10.21.0.1/24"]);
