@@ -1,6 +1,5 @@
 //! MAC address helpers.
 
-use std::io::Read;
 
 /// A MAC address string that is not six `:`-separated hex octets.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,14 +47,14 @@ pub fn format_mac(mac: &[u8; 6]) -> String {
 }
 
 /// A random, locally administered, unicast MAC address (`x2:..`, `x6:..`,
-/// `xa:..`, `xe:..`). Reads `/dev/urandom`; should that be unavailable, falls
+/// `xa:..`, `xe:..`) from getrandom(2); should that be unavailable, falls
 /// back to std's randomly keyed SipHash of a counter and the clock.
 pub fn random_mac() -> [u8; 6] {
     let mut mac = [0u8; 6];
-    let from_urandom = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut mac))
-        .is_ok();
-    if !from_urandom {
+    // getrandom(2): one system call, no file (the kernel's urandom pool).
+    let random = rustix::rand::getrandom(&mut mac, rustix::rand::GetRandomFlags::empty())
+        .is_ok_and(|n| n == mac.len());
+    if !random {
         use std::hash::{BuildHasher, Hasher};
         use std::sync::atomic::{AtomicU64, Ordering};
         static COUNTER: AtomicU64 = AtomicU64::new(0);
