@@ -520,31 +520,43 @@ impl Netlink {
         trust_echo: bool,
         ctx: &dyn Fn() -> String,
     ) -> Result<u32, NetlinkError> {
-        let mut index = None;
+        self.new_link_echo(msg, name, trust_echo, ctx)
+            .map(|l| l.index)
+    }
+
+    /// Creates a link and returns it as the kernel's echo describes it (or,
+    /// when the echo cannot be told apart, as a lookup by name finds it).
+    fn new_link_echo(
+        &mut self,
+        msg: LinkMessage,
+        name: &str,
+        trust_echo: bool,
+        ctx: &dyn Fn() -> String,
+    ) -> Result<Link, NetlinkError> {
+        let mut found = None;
         self.request(
             RouteNetlinkMessage::NewLink(msg),
             NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO,
             ctx,
             &mut |ty, payload| {
-                if trust_echo && ty == RTM_NEWLINK && index.is_none() {
-                    if let Some((i, n)) = parse_index_name(payload) {
-                        if n == name {
-                            index = Some(i);
-                        }
-                    }
+                if trust_echo
+                    && ty == RTM_NEWLINK
+                    && found.is_none()
+                    && parse_index_name(payload).is_some_and(|(_, n)| n == name)
+                {
+                    found = Some(parse_link(payload)?);
                 }
                 Ok(())
             },
         )?;
-        match index {
-            Some(i) => Ok(i),
-            None => match self.link_by_name(name)? {
-                Some(l) => Ok(l.index),
-                None => Err(NetlinkError::protocol(
+        match found {
+            Some(l) => Ok(l),
+            None => self.link_by_name(name)?.ok_or_else(|| {
+                NetlinkError::protocol(
                     ctx(),
                     format!("the kernel acknowledged the creation but link {name} is not there"),
-                )),
-            },
+                )
+            }),
         }
     }
 
@@ -599,6 +611,16 @@ impl Netlink {
     /// the peer name in `peer_ns`). If setting the alias fails afterwards, the
     /// pair is deleted again before the error is returned.
     pub fn create_veth(&mut self, spec: &VethSpec<'_>) -> Result<u32, NetlinkError> {
+        self.create_veth_pair(spec).map(|(host, _)| host)
+    }
+
+    /// [`Netlink::create_veth`], also returning the peer's index in its own
+    /// namespace (from the kernel's echo of the creation, `IFLA_LINK`), so
+    /// the peer need not be looked up; `None` if the echo did not carry it.
+    pub fn create_veth_pair(
+        &mut self,
+        spec: &VethSpec<'_>,
+    ) -> Result<(u32, Option<u32>), NetlinkError> {
         validate_ifname(spec.name)?;
         validate_ifname(spec.peer_name)?;
         if let Some(a) = spec.alias {
@@ -650,9 +672,10 @@ impl Netlink {
         };
         // An echo is matched by name; if both ends share the name, look it up.
         let trust_echo = name != peer_name;
-        let index = self.new_link(m, name, trust_echo, &|| {
+        let link = self.new_link_echo(m, name, trust_echo, &|| {
             format!("creating veth {name} with peer {peer_name}{where_}")
         })?;
+        let index = link.index;
         if spec.alias.is_some() || spec.host_no_ipv6_ll {
             let mut m = link_msg(index);
             if let Some(alias) = spec.alias {
@@ -681,7 +704,7 @@ impl Netlink {
                 return Err(e);
             }
         }
-        Ok(index)
+        Ok((index, link.peer_index))
     }
 
     /// Sets bridge-port options with `RTM_SETLINK` / `AF_BRIDGE` /

@@ -1,6 +1,5 @@
 //! MAC address helpers.
 
-
 /// A MAC address string that is not six `:`-separated hex octets.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(

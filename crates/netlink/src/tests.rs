@@ -159,7 +159,7 @@ fn veth_peer_straight_into_container_ns() {
         host_no_ipv6_ll: false,
     };
     let t = std::time::Instant::now();
-    let idx = h.create_veth(&spec).unwrap();
+    let (idx, peer_idx) = h.create_veth_pair(&spec).unwrap();
     eprintln!("create_veth (with alias): {:?}", t.elapsed());
 
     let hv = h.link_by_index(idx).unwrap().unwrap();
@@ -188,6 +188,7 @@ fn veth_peer_straight_into_container_ns() {
     assert_eq!(cv.master, None);
     assert_eq!(cv.peer_index, Some(idx));
     assert_eq!(hv.peer_index, Some(cv.index));
+    assert_eq!(peer_idx, Some(cv.index), "the echo names the peer's index");
 
     // Same names again: EEXIST, typed.
     let err = h.create_veth(&spec).unwrap_err();

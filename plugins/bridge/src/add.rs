@@ -141,7 +141,7 @@ fn add_inner(
         alias: Some(&tag),
         host_no_ipv6_ll: true,
     };
-    let host_idx = create_veth(&mut nl, &spec, ns, &tag)?;
+    let (host_idx, peer_idx) = create_veth(&mut nl, &spec, ns, &tag)?;
     undo.veth = Some(host_name.clone());
     trace.at("veth");
 
@@ -159,7 +159,15 @@ fn add_inner(
     };
     undo.ipam = ipam.is_some();
     trace.at("ipam");
-    let (mut cnl, cont) = layer2(&mut nl, conf, host_idx, &host_name, &args.ifname, ns)?;
+    let (mut cnl, cont_idx) = layer2(
+        &mut nl,
+        conf,
+        host_idx,
+        &host_name,
+        &args.ifname,
+        peer_idx,
+        ns,
+    )?;
     trace.at("layer2");
 
     let mut result = CniResult {
@@ -196,14 +204,14 @@ fn add_inner(
             &mut nl,
             &br,
             &mut cnl,
-            &cont,
+            cont_idx,
             ipam_res,
             &mut result,
         )?;
         st.ips = result.ips.iter().map(|i| i.address).collect();
         trace.at("layer3");
     } else if !conf.disable_container_interface {
-        cnl.link_set_up(cont.index).map_err(nl_err(format!(
+        cnl.link_set_up(cont_idx).map_err(nl_err(format!(
             "setting {} up in the container",
             args.ifname
         )))?;
@@ -348,11 +356,11 @@ fn create_veth(
     spec: &VethSpec<'_>,
     ns: &NetNs,
     tag: &str,
-) -> Result<u32, CniError> {
+) -> Result<(u32, Option<u32>), CniError> {
     let mut retried = false;
     let mut waited = 0u32;
     loop {
-        match nl.create_veth(spec) {
+        match nl.create_veth_pair(spec) {
             Ok(i) => return Ok(i),
             Err(e) if e.is_exists() => {
                 // Our own leftover (a crashed ADD, or a DEL whose detached
@@ -458,8 +466,9 @@ fn layer2(
     host_idx: u32,
     host_name: &str,
     ifname: &str,
+    peer_idx: Option<u32>,
     ns: &NetNs,
-) -> Result<(Netlink, Link), CniError> {
+) -> Result<(Netlink, u32), CniError> {
     if conf.hairpin || conf.port_isolation {
         let opts = BridgePortOpts {
             hairpin: conf.hairpin.then_some(true),
@@ -477,6 +486,11 @@ fn layer2(
         .run(Netlink::new)
         .map_err(|e| rnet_plugin::ns_error(e).context("entering the container namespace"))?
         .map_err(nl_err("opening netlink in the container namespace"))?;
+    // The kernel's echo of the veth creation named the peer's index; look
+    // it up only if it did not.
+    if let Some(i) = peer_idx {
+        return Ok((cnl, i));
+    }
     let cont = cnl
         .link_by_name(ifname)
         .map_err(nl_err(format!("looking up {ifname} in the container")))?
@@ -486,7 +500,7 @@ fn layer2(
                 format!("{ifname} is not in the container namespace right after its creation"),
             )
         })?;
-    Ok((cnl, cont))
+    Ok((cnl, cont.index))
 }
 
 /// VLANs on the host veth, as the reference: drop the default VLAN unless
@@ -587,7 +601,7 @@ fn layer3(
     nl: &mut Netlink,
     br: &Link,
     cnl: &mut Netlink,
-    cont: &Link,
+    cont_idx: u32,
     ipam: CniResult,
     result: &mut CniResult,
 ) -> Result<(), CniError> {
@@ -651,16 +665,8 @@ fn layer3(
     // IPv6 link-local address (see docs/config.md, "ipv6LinkLocal"), in one
     // request through netlink rather than /proc/sys, whose lookups cost more
     // with every namespace on the host. Best effort, as the reference.
-    let cont_idx = cont.index;
-    let arp: &[(Ipv4Conf, u32)] = if cont.ip.v4(Ipv4Conf::ArpNotify) == Some(1) {
-        &[]
-    } else {
-        &[(Ipv4Conf::ArpNotify, 1)]
-    };
     let no_ll = !has_v6 && !conf.ipv6_link_local;
-    if !arp.is_empty() || no_ll {
-        let _ = cnl.link_set_ip_conf(cont_idx, arp, no_ll);
-    }
+    let _ = cnl.link_set_ip_conf(cont_idx, &[(Ipv4Conf::ArpNotify, 1)], no_ll);
     // Up first, then the addresses, as the reference: the kernel's
     // arp_notify announcement at link-up then has no address to announce, so
     // no gratuitous ARP is flooded to every port of the bridge on ADD (it
