@@ -49,6 +49,9 @@
 //! * `link` – links, bridges, veth pairs, bridge ports and VLANs.
 //! * `addr` – addresses ([`Family`], [`Scope`], [`Address`]).
 //! * `route` – routes ([`Route`], [`RouteSpec`]).
+//! * `conf` – per-interface IP settings through netlink ([`IpConf`] in every
+//!   [`Link`], [`Netlink::link_set_ip_conf`], [`Netlink::forwarding_all`]):
+//!   preferred to `/proc/sys`, whose lookups cost more with every namespace.
 //! * `sysctl`, `mac` – `/proc/sys/net` and MAC helpers.
 
 mod addr;

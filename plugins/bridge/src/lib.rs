@@ -20,13 +20,16 @@
 //!    options (hairpin, isolation, VLANs) and opens ONE netlink socket inside
 //!    the container namespace (a fresh thread enters it, opens the socket and
 //!    exits). Everything runs on the main thread otherwise: handing work to
-//!    another thread costs more than rnet's IPAM takes.
+//!    another thread costs more than rnet's IPAM takes. The container
+//!    interface's index comes from the kernel's echo of step 3.
 //! 5. Configures, through that socket: `arp_notify` and, without an IPv6
 //!    address, no IPv6 link-local address (`ipv6LinkLocal`), in one request;
-//!    addresses; up; routes and the default route. Then the gateway address
-//!    on the bridge when `isGateway`, and forwarding. No `/proc/sys` access
-//!    on an IPv4-only network (each one costs more with every namespace on
-//!    the host); IPv6 settings without a netlink equivalent (`accept_dad`,
+//!    the link up, then the addresses (as the reference: nothing is announced
+//!    at link-up, so no gratuitous ARP floods the bridge); routes and the
+//!    default route. Then the gateway address on the bridge when
+//!    `isGateway`, and forwarding. No `/proc/sys` access on an IPv4-only
+//!    network (each one costs more with every namespace on the host); IPv6
+//!    settings without a netlink equivalent (`accept_dad`,
 //!    `keep_addr_on_down`, `disable_ipv6`) are written there when IPv6 is used.
 //! 6. Adds the attachment's nftables elements (masquerade, spoof check) and the
 //!    shared bridge elements (isolation) in one netlink batch, see [`fw`].
