@@ -277,7 +277,7 @@ pub(crate) fn parse_link(payload: &[u8]) -> Result<Link, String> {
             IFLA_LINK_NETNSID => link.link_netnsid = i32_of(v),
             IFLA_IFALIAS => link.alias = Some(str_of(v)).filter(|s| !s.is_empty()),
             IFLA_TXQLEN => link.txqlen = u32_of(v),
-            IFLA_AF_SPEC => link.ip = parse_af_spec(v)?,
+            IFLA_AF_SPEC => link.ip = parse_af_spec(v),
             IFLA_LINKINFO => {
                 for a in attrs(v) {
                     let (k, v) = a?;
@@ -381,7 +381,7 @@ impl Netlink {
         )
     }
 
-    pub(crate) fn set_link_msg(
+    pub(crate) fn set_link(
         &mut self,
         msg: LinkMessage,
         ctx: &dyn Fn() -> String,
@@ -395,7 +395,7 @@ impl Netlink {
         if on {
             m.header.flags = flag;
         }
-        self.set_link_msg(m, &|| {
+        self.set_link(m, &|| {
             format!(
                 "setting flag {flag:?} {} on link index {index}",
                 if on { "on" } else { "off" }
@@ -428,21 +428,21 @@ impl Netlink {
         validate_ifname(name)?;
         let mut m = link_msg(index);
         m.attributes.push(LinkAttribute::IfName(name.to_string()));
-        self.set_link_msg(m, &|| format!("renaming link index {index} to {name}"))
+        self.set_link(m, &|| format!("renaming link index {index} to {name}"))
     }
 
     /// Sets the MTU.
     pub fn link_set_mtu(&mut self, index: u32, mtu: u32) -> Result<(), NetlinkError> {
         let mut m = link_msg(index);
         m.attributes.push(LinkAttribute::Mtu(mtu));
-        self.set_link_msg(m, &|| format!("setting MTU {mtu} on link index {index}"))
+        self.set_link(m, &|| format!("setting MTU {mtu} on link index {index}"))
     }
 
     /// Sets the hardware address.
     pub fn link_set_mac(&mut self, index: u32, mac: [u8; 6]) -> Result<(), NetlinkError> {
         let mut m = link_msg(index);
         m.attributes.push(LinkAttribute::Address(mac.to_vec()));
-        self.set_link_msg(m, &|| {
+        self.set_link(m, &|| {
             format!("setting MAC {} on link index {index}", format_mac(&mac))
         })
     }
@@ -452,7 +452,7 @@ impl Netlink {
         let mut m = link_msg(index);
         m.attributes
             .push(LinkAttribute::Controller(master.unwrap_or(0)));
-        self.set_link_msg(m, &|| match master {
+        self.set_link(m, &|| match master {
             Some(b) => format!("attaching link index {index} to master index {b}"),
             None => format!("detaching link index {index} from its master"),
         })
@@ -462,7 +462,7 @@ impl Netlink {
     pub fn link_set_txqlen(&mut self, index: u32, txqlen: u32) -> Result<(), NetlinkError> {
         let mut m = link_msg(index);
         m.attributes.push(LinkAttribute::TxQueueLen(txqlen));
-        self.set_link_msg(m, &|| {
+        self.set_link(m, &|| {
             format!("setting txqueuelen {txqlen} on link index {index}")
         })
     }
@@ -476,7 +476,7 @@ impl Netlink {
         }
         let mut m = link_msg(index);
         m.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
-        self.set_link_msg(m, &|| {
+        self.set_link(m, &|| {
             format!("setting alias {alias:?} on link index {index}")
         })
     }
@@ -685,7 +685,7 @@ impl Netlink {
                 m.attributes.push(no_ipv6_ll_attr());
             }
             let ctx = || format!("setting the alias and IPv6 mode of veth {name}");
-            let mut r = self.set_link_msg(m.clone(), &ctx);
+            let mut r = self.set_link(m.clone(), &ctx);
             if spec.host_no_ipv6_ll
                 && r.as_ref()
                     .is_err_and(|e| e.errno() == Some(libc::EAFNOSUPPORT))
@@ -696,7 +696,7 @@ impl Netlink {
                 r = if m.attributes.is_empty() {
                     Ok(())
                 } else {
-                    self.set_link_msg(m, &ctx)
+                    self.set_link(m, &ctx)
                 };
             }
             if let Err(e) = r {
@@ -717,7 +717,7 @@ impl Netlink {
         let Some(m) = port_msg(index, opts) else {
             return Ok(());
         };
-        self.set_link_msg(m, &|| {
+        self.set_link(m, &|| {
             format!("setting bridge port options {opts:?} on link index {index}")
         })
     }
