@@ -108,13 +108,7 @@ fn run_cni(bin: &Path, env: &[(&str, &str)], stdin: &[u8]) -> Result<Duration> {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    // Measurement aid: rnet plugins append phase timings to $RNET_TRACE.
-    if let Some(f) = std::env::var_os("RNET_TRACE") {
-        cmd.env("RNET_TRACE", f);
-        if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-            cmd.env("RNET_TRACE_T0", now.as_nanos().to_string());
-        }
-    }
+    rnet_cni::exec::pass_trace_clock(&mut cmd);
     let mut child = cmd
         .spawn()
         .with_context(|| format!("spawn {}", bin.display()))?;

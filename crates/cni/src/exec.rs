@@ -64,6 +64,19 @@ impl CniEnv {
     }
 }
 
+/// Measurement aid: when `RNET_TRACE` is set in this process, gives the
+/// plugin about to be spawned by `cmd` that variable and `RNET_TRACE_T0`
+/// (now, in nanoseconds since the epoch), so that rnet plugins time their
+/// phases from the spawn (see `rnet_plugin::Trace`).
+pub fn pass_trace_clock(cmd: &mut Process) {
+    if let Some(f) = std::env::var_os("RNET_TRACE") {
+        cmd.env("RNET_TRACE", f);
+        if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            cmd.env("RNET_TRACE_T0", now.as_nanos().to_string());
+        }
+    }
+}
+
 /// Runs the plugin at `path` with the process environment plus `env`, feeding
 /// `stdin`. Returns stdout on success; on a non-zero exit, the plugin's error
 /// (decoded from stdout) with its code kept.
@@ -79,13 +92,7 @@ pub fn exec_plugin(path: &Path, env: &CniEnv, stdin: &[u8]) -> Result<Vec<u8>, C
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // Measurement aid: with RNET_TRACE set, rnet plugins time their phases
-    // from this spawn (see rnet_plugin::Trace).
-    if std::env::var_os("RNET_TRACE").is_some() {
-        if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-            cmd.env("RNET_TRACE_T0", now.as_nanos().to_string());
-        }
-    }
+    pass_trace_clock(&mut cmd);
     let mut child = cmd.spawn().map_err(|e| {
         CniError::new(
             code::PLUGIN_NOT_FOUND,
