@@ -116,19 +116,19 @@ impl DiskStore {
         lock_timeout: Duration,
     ) -> Result<DiskStore, IpamError> {
         validate_network_name(network)?;
-        match std::fs::symlink_metadata(data_dir) {
-            Ok(_) => {}
+        let meta = match std::fs::symlink_metadata(data_dir) {
+            Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 std::fs::DirBuilder::new()
                     .recursive(true)
                     .mode(0o755)
                     .create(data_dir)
                     .map_err(|e| IpamError::io("create dataDir", data_dir, e))?;
+                std::fs::symlink_metadata(data_dir)
+                    .map_err(|e| IpamError::io("stat dataDir", data_dir, e))?
             }
             Err(e) => return Err(IpamError::io("stat dataDir", data_dir, e)),
-        }
-        let meta = std::fs::symlink_metadata(data_dir)
-            .map_err(|e| IpamError::io("stat dataDir", data_dir, e))?;
+        };
         if meta.file_type().is_symlink() {
             return Err(IpamError::UnsafePath {
                 path: data_dir.to_owned(),
@@ -446,6 +446,12 @@ fn map_dir_err(path: &Path, op: &'static str, e: Errno) -> IpamError {
 }
 
 fn ensure_dir(parent: &OwnedFd, name: &str, path: &Path) -> Result<OwnedFd, IpamError> {
+    // Opened first: on every call but a network's first the directory exists.
+    match rustix::fs::openat(parent, name, dir_flags(), Mode::empty()) {
+        Ok(fd) => return Ok(fd),
+        Err(Errno::NOENT) => {}
+        Err(e) => return Err(map_dir_err(path, "open directory", e)),
+    }
     match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700)) {
         Ok(()) | Err(Errno::EXIST) => {}
         Err(e) => return Err(IpamError::io("create directory", path, e)),
