@@ -25,6 +25,8 @@ const IFLA_LINK: u16 = 5;
 const IFLA_MASTER: u16 = 10;
 const IFLA_PROTINFO: u16 = 12;
 const IFLA_TXQLEN: u16 = 13;
+const IFLA_NUM_TX_QUEUES: u16 = 31;
+const IFLA_NUM_RX_QUEUES: u16 = 32;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_IFALIAS: u16 = 20;
 const IFLA_AF_SPEC: u16 = 26;
@@ -90,6 +92,9 @@ pub struct Link {
     pub alias: Option<String>,
     /// `IFLA_TXQLEN`.
     pub txqlen: Option<u32>,
+    /// How many transmit and receive queues the device was allocated with
+    /// (`IFLA_NUM_TX_QUEUES`, `IFLA_NUM_RX_QUEUES`).
+    pub queues: (Option<u32>, Option<u32>),
     /// IPv4 and IPv6 per-interface settings (`IFLA_AF_SPEC`), the netlink
     /// view of `net.ipv4.conf.<if>` and `net.ipv6.conf.<if>`.
     pub ip: IpConf,
@@ -262,6 +267,7 @@ pub(crate) fn parse_link(payload: &[u8]) -> Result<Link, String> {
         flags,
         alias: None,
         txqlen: None,
+        queues: (None, None),
         ip: IpConf::default(),
         mcast_snooping: None,
     };
@@ -277,6 +283,8 @@ pub(crate) fn parse_link(payload: &[u8]) -> Result<Link, String> {
             IFLA_LINK_NETNSID => link.link_netnsid = i32_of(v),
             IFLA_IFALIAS => link.alias = Some(str_of(v)).filter(|s| !s.is_empty()),
             IFLA_TXQLEN => link.txqlen = u32_of(v),
+            IFLA_NUM_TX_QUEUES => link.queues.0 = u32_of(v),
+            IFLA_NUM_RX_QUEUES => link.queues.1 = u32_of(v),
             IFLA_AF_SPEC => link.ip = parse_af_spec(v),
             IFLA_LINKINFO => {
                 for a in attrs(v) {
@@ -643,6 +651,13 @@ impl Netlink {
         if let Some(ns) = spec.peer_ns {
             peer.attributes.push(LinkAttribute::NetNsFd(ns.as_raw_fd()));
         }
+        // One queue each way, which is what the veth driver enables anyway:
+        // without these the kernel allocates and registers a queue (and its
+        // sysfs objects) per possible CPU on each end, only to remove all but
+        // the first right after (veth_init_queues), which is most of a veth
+        // creation on a host with many CPUs.
+        peer.attributes.push(LinkAttribute::NumTxQueues(1));
+        peer.attributes.push(LinkAttribute::NumRxQueues(1));
 
         let mut m = link_msg(0);
         if spec.up {
@@ -660,6 +675,8 @@ impl Netlink {
         if let Some(master) = spec.master {
             m.attributes.push(LinkAttribute::Controller(master));
         }
+        m.attributes.push(LinkAttribute::NumTxQueues(1));
+        m.attributes.push(LinkAttribute::NumRxQueues(1));
         m.attributes.push(LinkAttribute::LinkInfo(vec![
             LinkInfo::Kind(InfoKind::Veth),
             LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),

@@ -171,6 +171,12 @@ fn veth_peer_straight_into_container_ns() {
     assert!(hv.up);
     assert_eq!(hv.alias.as_deref(), Some("ctr-1234/eth0"));
     assert!(hv.link_netnsid.is_some(), "peer lives in another namespace");
+    // One queue each way on both ends, not one per possible CPU.
+    assert_eq!(hv.queues, (Some(1), Some(1)));
+    assert_eq!(
+        c.link_by_index(peer_idx.unwrap()).unwrap().unwrap().queues,
+        (Some(1), Some(1))
+    );
     assert_eq!(
         h.link_by_name("eth0").unwrap(),
         None,
