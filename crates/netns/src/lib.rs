@@ -351,6 +351,32 @@ impl NetNs {
         })?
     }
 
+    /// Like [`NetNs::run`], but without waiting: `f` starts on a fresh OS
+    /// thread (which enters this namespace and exits after `f`) inside the
+    /// scope `s`, and the caller collects the result with [`NsTask::join`]
+    /// when it needs it, so that its own work meanwhile overlaps with the
+    /// thread's start, `setns` and `f`. The scope joins a task that is never
+    /// joined explicitly.
+    pub fn spawn_scoped<'scope, 'env, F, R>(
+        &'scope self,
+        s: &'scope std::thread::Scope<'scope, 'env>,
+        f: F,
+    ) -> Result<NsTask<'scope, R>, NsError>
+    where
+        F: FnOnce() -> R + Send + 'scope,
+        R: Send + 'scope,
+    {
+        let fd = self.fd.as_fd();
+        let handle = std::thread::Builder::new()
+            .name("rnet-netns-run".to_owned())
+            .spawn_scoped(s, move || {
+                self.enter_this_thread(fd)?;
+                Ok(f())
+            })
+            .map_err(|e| NsError::io("starting a thread to enter a network namespace", e))?;
+        Ok(NsTask(handle))
+    }
+
     /// Spawn a child process inside this namespace: the spawn happens on a fresh
     /// thread that has entered the namespace, and the child inherits it (no
     /// `setns` in `pre_exec`).
@@ -411,6 +437,18 @@ impl AsRawFd for NetNs {
 impl From<NetNs> for OwnedFd {
     fn from(ns: NetNs) -> OwnedFd {
         ns.fd
+    }
+}
+
+/// Work running on a thread inside a namespace ([`NetNs::spawn_scoped`]).
+pub struct NsTask<'scope, R>(std::thread::ScopedJoinHandle<'scope, Result<R, NsError>>);
+
+impl<R> NsTask<'_, R> {
+    /// Waits for the thread; its result, or why it could not produce one (it
+    /// could not enter the namespace, or it panicked:
+    /// [`NsError::ThreadPanicked`]).
+    pub fn join(self) -> Result<R, NsError> {
+        self.0.join().map_err(|_| NsError::ThreadPanicked)?
     }
 }
 

@@ -131,6 +131,29 @@ fn run_sees_the_namespace() {
 }
 
 #[test]
+fn spawn_scoped_runs_in_the_namespace_while_the_caller_goes_on() {
+    let ns = fresh();
+    let want = ns.id().unwrap();
+    let before = NetNs::current().unwrap().id().unwrap();
+    let (inside, caller) = std::thread::scope(|s| {
+        let task = ns
+            .spawn_scoped(s, || NetNs::current().unwrap().id().unwrap())
+            .unwrap();
+        // The caller's own thread stays where it was while the task runs.
+        let caller = NetNs::current().unwrap().id().unwrap();
+        (task.join().unwrap(), caller)
+    });
+    assert_eq!(inside, want);
+    assert_eq!(caller, before);
+    let r: Result<(), NsError> = std::thread::scope(|s| {
+        ns.spawn_scoped(s, || panic!("deliberate test panic"))
+            .unwrap()
+            .join()
+    });
+    assert!(matches!(r, Err(NsError::ThreadPanicked)), "{r:?}");
+}
+
+#[test]
 fn run_panic_is_returned_not_propagated() {
     let ns = fresh();
     let r: Result<(), NsError> = ns.run(|| panic!("deliberate test panic"));

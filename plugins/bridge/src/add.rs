@@ -11,7 +11,7 @@ use rnet_netlink::{
     BridgeOpts, BridgePortOpts, Family, Ipv4Conf, Link, Netlink, NetlinkError, RouteSpec, Scope,
     VethSpec, format_mac, random_mac,
 };
-use rnet_netns::NetNs;
+use rnet_netns::{NetNs, NsTask};
 use rnet_plugin::{container_netns, netlink_error, refuse_own_netns};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
@@ -81,7 +81,16 @@ pub fn add(args: &CmdArgs) -> Result<CniResult, CniError> {
         fw: None,
         armed: true,
     };
-    let res = add_inner(args, &conf, &ns, &mut undo, &trace);
+    let res = std::thread::scope(|s| {
+        // The container side's netlink socket is opened on its own thread
+        // (which must enter the container's namespace) while this one writes
+        // the intent and creates the veth: the thread's start and `setns`
+        // overlap with that work instead of following it.
+        let cnl = ns
+            .spawn_scoped(s, Netlink::new)
+            .map_err(|e| rnet_plugin::ns_error(e).context("entering the container namespace"))?;
+        add_inner(args, &conf, &ns, cnl, &mut undo, &trace)
+    });
     trace.at("done");
     if res.is_err() {
         undo.run();
@@ -97,6 +106,7 @@ fn add_inner(
     args: &CmdArgs,
     conf: &BridgeConf,
     ns: &NetNs,
+    cnl: ContainerNetlink<'_>,
     undo: &mut Undo<'_>,
     trace: &rnet_plugin::Trace,
 ) -> Result<CniResult, CniError> {
@@ -166,7 +176,7 @@ fn add_inner(
         &host_name,
         &args.ifname,
         peer_idx,
-        ns,
+        cnl,
     )?;
     trace.at("layer2");
 
@@ -460,6 +470,9 @@ fn create_veth(
 /// Layer-2 work that does not need the addresses: port options, VLANs, the
 /// container socket (opened on a fresh thread inside the container) and the
 /// container interface.
+/// The container namespace's netlink socket, being opened on its own thread.
+type ContainerNetlink<'scope> = NsTask<'scope, Result<Netlink, NetlinkError>>;
+
 fn layer2(
     nl: &mut Netlink,
     conf: &BridgeConf,
@@ -467,7 +480,7 @@ fn layer2(
     host_name: &str,
     ifname: &str,
     peer_idx: Option<u32>,
-    ns: &NetNs,
+    cnl: ContainerNetlink<'_>,
 ) -> Result<(Netlink, u32), CniError> {
     if conf.hairpin || conf.port_isolation {
         let opts = BridgePortOpts {
@@ -482,8 +495,8 @@ fn layer2(
     if conf.vlan != 0 || !conf.vlan_trunk.is_empty() {
         setup_vlans(nl, conf, host_idx, host_name)?;
     }
-    let mut cnl = ns
-        .run(Netlink::new)
+    let mut cnl = cnl
+        .join()
         .map_err(|e| rnet_plugin::ns_error(e).context("entering the container namespace"))?
         .map_err(nl_err("opening netlink in the container namespace"))?;
     // The kernel's echo of the veth creation named the peer's index; look
