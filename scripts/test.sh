@@ -14,5 +14,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 # The lab tests run the real plugin executables: build them first.
 cargo build --workspace --bins
 RNET_BIN_DIR="$PWD/target/debug" cargo test --workspace -- --test-threads=2
+# The lab tests again against the release executables that README's first
+# command installs into bin/ (plugins linked against musl when available):
+# what users run is what is tested.
+scripts/build.sh
+RNET_BIN_DIR="$PWD/bin" cargo test -p rnet-integration -- --test-threads=2
 # Bounded fuzzing of every parser (issue #10): 15 targets, RNET_FUZZ_SECONDS each.
 scripts/fuzz.sh
