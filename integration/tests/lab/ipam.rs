@@ -279,12 +279,34 @@ fn sigkill_at_random_moments() {
         seed ^= seed << 17;
         seed
     };
+    // Kill moments spread over the plugin's own running time (measured on
+    // this build: a release build runs in a fraction of a debug build's time,
+    // and a fixed window would mostly kill after the end).
+    let mut full: Vec<Duration> = (0..10)
+        .map(|i| {
+            let id = format!("calib{}", i % 2);
+            let cmd = if i % 4 < 2 { "ADD" } else { "DEL" };
+            let t = std::time::Instant::now();
+            let st = run_killed(&lab, &p, cmd, &id, &c, Duration::from_secs(5));
+            assert_eq!(st, Some(0), "calibration {cmd} {id} failed");
+            t.elapsed()
+        })
+        .collect();
+    full.sort();
+    let window = u64::try_from(full[5].as_micros() * 6 / 5).unwrap().max(100);
     let mut alive: HashSet<String> = HashSet::new();
     let mut killed = 0;
     for round in 0..150 {
         let id = format!("k{}", next() % 40);
         let cmd = if alive.contains(&id) { "DEL" } else { "ADD" };
-        let status = run_killed(&lab, &p, cmd, &id, &c, Duration::from_micros(next() % 1500));
+        let status = run_killed(
+            &lab,
+            &p,
+            cmd,
+            &id,
+            &c,
+            Duration::from_micros(next() % window),
+        );
         if status.is_none() {
             killed += 1;
         }
@@ -376,9 +398,23 @@ fn run_killed(
     if let Some(mut i) = child.stdin.take() {
         let _ = i.write_all(stdin.as_bytes());
     }
-    std::thread::sleep(after);
-    if let Ok(Some(st)) = child.try_wait() {
-        return st.code();
+    // Until `after` or the plugin's end, whichever comes first; polled, not
+    // slept: a sleep's wake-up comes 0.1 ms or more late on a VM, longer than
+    // a release build's whole ADD.
+    let deadline = std::time::Instant::now() + after;
+    loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            return st.code();
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        if left > Duration::from_millis(2) {
+            std::thread::sleep(Duration::from_millis(1));
+        } else {
+            std::hint::spin_loop();
+        }
     }
     let _ = child.kill();
     let st = child.wait().unwrap();
