@@ -1,4 +1,6 @@
 //! `rnet-bridge` (also installed as `bridge`).
+rnet_cni::plugin_allocator!();
+
 fn main() {
     // A DEL's detached child finishing a veth deletion (see `del::reap`).
     if let Some(spec) = std::env::var_os(rnet_bridge::del::REAP_ENV) {

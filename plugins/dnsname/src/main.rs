@@ -1,4 +1,6 @@
 //! `rnet-dnsname` (also installed as `dnsname`): container names in DNS.
+rnet_cni::plugin_allocator!();
+
 fn main() {
     rnet_cni::skel::run(
         &rnet_dnsname::DnsnamePlugin,

@@ -1,4 +1,6 @@
 //! `rnet-firewall` (also installed as `firewall`).
+rnet_cni::plugin_allocator!();
+
 fn main() {
     rnet_cni::skel::run(
         &rnet_firewall::FirewallPlugin,

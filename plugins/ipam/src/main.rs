@@ -1,4 +1,6 @@
 //! `rnet-ipam` (also installed as `host-local`): address allocation.
+rnet_cni::plugin_allocator!();
+
 fn main() {
     rnet_cni::skel::run(
         &rnet_ipam_plugin::IpamPlugin,

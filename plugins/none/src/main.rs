@@ -1,4 +1,6 @@
 //! `rnet-none` (also installed as `loopback`): loopback only.
+rnet_cni::plugin_allocator!();
+
 fn main() {
     rnet_cni::skel::run(
         &rnet_none::NonePlugin,

@@ -1,4 +1,6 @@
 //! `rnet-portmap` (also installed as `portmap`).
+rnet_cni::plugin_allocator!();
+
 fn main() {
     rnet_cni::skel::run(
         &rnet_portmap::PortmapPlugin,

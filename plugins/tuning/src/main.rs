@@ -1,4 +1,6 @@
 //! `rnet-tuning` (also installed as `tuning`).
+rnet_cni::plugin_allocator!();
+
 fn main() {
     rnet_cni::skel::run(
         &rnet_tuning::TuningPlugin,
