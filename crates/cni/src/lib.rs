@@ -38,7 +38,7 @@ pub mod __private {
 /// A plugin is a process of about two milliseconds. musl's own allocator
 /// returns freed memory to the kernel page by page and maps it again on the
 /// next allocation: some thirty `mmap`/`munmap` calls per bridge ADD, which
-/// measured 0.17 ms of the ADD (BENCHMARKS.md, section 3). dlmalloc keeps
+/// cost 0.13 ms of a 1.7 ms ADD (BENCHMARKS.md, section 3). dlmalloc keeps
 /// what it has mapped and asks the kernel in large steps. glibc's allocator
 /// behaves like dlmalloc already (it descends from it), so other builds keep
 /// it. Invoke once, at the root of a plugin's `main.rs`.
