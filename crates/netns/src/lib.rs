@@ -177,6 +177,22 @@ pub struct NsId {
     pub ino: u64,
 }
 
+impl NsId {
+    /// The id of the calling thread's network namespace, with one `stat` of
+    /// `/proc/thread-self/ns/net` (which resolves to the namespace's nsfs
+    /// inode) instead of opening and verifying a handle.
+    pub fn current() -> Result<NsId, NsError> {
+        let st = rustix::fs::stat(THREAD_SELF_NETNS)
+            .map_err(|e| NsError::io(format!("stat of {THREAD_SELF_NETNS}"), e))?;
+        // st_dev/st_ino are u64 on 64-bit Linux but narrower elsewhere.
+        #[allow(clippy::useless_conversion)]
+        Ok(NsId {
+            dev: u64::from(st.st_dev),
+            ino: u64::from(st.st_ino),
+        })
+    }
+}
+
 impl std::fmt::Display for NsId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "net:[{}]", self.ino)

@@ -154,6 +154,16 @@ fn spawn_scoped_runs_in_the_namespace_while_the_caller_goes_on() {
 }
 
 #[test]
+fn current_id_matches_the_current_handle() {
+    let here = NetNs::current().unwrap().id().unwrap();
+    assert_eq!(NsId::current().unwrap(), here);
+    let ns = fresh();
+    let inside = ns.run(|| NsId::current().unwrap()).unwrap();
+    assert_eq!(inside, ns.id().unwrap());
+    assert_ne!(inside, here);
+}
+
+#[test]
 fn run_panic_is_returned_not_propagated() {
     let ns = fresh();
     let r: Result<(), NsError> = ns.run(|| panic!("deliberate test panic"));

@@ -69,8 +69,10 @@ pub fn container_netns_for_del(args: &CmdArgs) -> Result<Option<NetNs>, CniError
 /// Refuses a container namespace that is the plugin's own (the runtime passed the
 /// host namespace by mistake): configuring it would change the host.
 pub fn refuse_own_netns(ns: &NetNs) -> Result<(), CniError> {
-    let own = NetNs::current().map_err(ns_error)?;
-    let (a, b) = (own.id().map_err(ns_error)?, ns.id().map_err(ns_error)?);
+    let (a, b) = (
+        rnet_netns::NsId::current().map_err(ns_error)?,
+        ns.id().map_err(ns_error)?,
+    );
     if a == b {
         return Err(CniError::new(
             code::NAMESPACE,
