@@ -359,6 +359,15 @@ fn kernel_state_traffic_check_and_del() {
         r1["interfaces"][1]["mac"],
         rnet_netlink::format_mac(&hv.mac.unwrap())
     );
+    // The bridge has an address of its own, set, not a port's (which would
+    // change as containers come and go); both ADDs report it, and host
+    // veths' addresses (fe:...) sit above it.
+    let hv2 = link(&mut nl, r2["interfaces"][1]["name"].as_str().unwrap()).unwrap();
+    assert_ne!(br.mac, hv.mac);
+    assert_ne!(br.mac, hv2.mac);
+    assert_eq!(r2["interfaces"][0]["mac"], r1["interfaces"][0]["mac"]);
+    assert_eq!(hv.mac.unwrap()[0], 0xfe);
+    assert_eq!(hv2.mac.unwrap()[0], 0xfe);
 
     // Container side: name, MAC, MTU, address, routes.
     let mut cnl = c1.netlink().unwrap();
@@ -435,9 +444,12 @@ fn kernel_state_traffic_check_and_del() {
     no_veths(&lab, "kern");
     assert!(lease_files(&lab, "kern").is_empty());
     assert_eq!(state_files(&lab, "kern"), 0);
-    assert!(
-        link(&mut nl, "br-kern").is_some(),
-        "the shared bridge stays"
+    assert_eq!(
+        link(&mut nl, "br-kern")
+            .expect("the shared bridge stays")
+            .mac,
+        br.mac,
+        "the bridge keeps its address when its ports go"
     );
 }
 

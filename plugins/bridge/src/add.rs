@@ -114,7 +114,7 @@ fn add_inner(
     let host_name = host_veth_name(&args.container_id, &args.ifname);
     let tag = attachment_tag(network, &args.container_id, &args.ifname);
     let cont_mac = conf.mac.unwrap_or_else(random_mac);
-    let host_mac = random_mac();
+    let host_mac = host_port_mac();
 
     // Intent log first: if we die half way, DEL and GC know what to look for.
     let path = state_path(&conf.state_dir, network, &args.container_id, &args.ifname);
@@ -258,13 +258,19 @@ fn add_inner(
     st.isolated = conf.isolation;
     trace.at("nft");
 
-    // The bridge takes a port's MAC unless its own was set: read it last.
-    if let Some(b) = nl
-        .link_by_index(br.index)
-        .map_err(nl_err(format!("looking up bridge {}", conf.bridge)))?
-    {
-        if let (Some(m), Some(i)) = (b.mac, result.interfaces.first_mut()) {
-            i.mac = format_mac(&m);
+    // A bridge whose address was not set takes the lowest of its ports'
+    // addresses, so the new port may have changed it: read it again (as the
+    // reference does) unless it cannot have changed, i.e. the bridge already
+    // had a port up (carrier) and this port's address is higher than its own.
+    let unchanged = br.running && br.mac.is_some_and(|m| host_mac > m);
+    if !unchanged {
+        if let Some(b) = nl
+            .link_by_index(br.index)
+            .map_err(nl_err(format!("looking up bridge {}", conf.bridge)))?
+        {
+            if let (Some(m), Some(i)) = (b.mac, result.interfaces.first_mut()) {
+                i.mac = format_mac(&m);
+            }
         }
     }
 
@@ -285,12 +291,27 @@ fn add_inner(
     Ok(result)
 }
 
+/// The address of a host-side veth: random, locally administered, with the
+/// first octet `fe` (as libvirt gives its tap devices), above any address a
+/// bridge is likely to have, so that attaching the port never changes the
+/// address of a bridge that takes its lowest port's.
+fn host_port_mac() -> [u8; 6] {
+    let mut mac = random_mac();
+    mac[0] = 0xfe;
+    mac
+}
+
 /// Creates the bridge, or reuses it if it exists and is a bridge; `accept_ra=0`
 /// on it (CVE-2020-10749), promiscuous mode if asked, up.
 fn ensure_bridge(nl: &mut Netlink, conf: &BridgeConf) -> Result<Link, CniError> {
     let name = &conf.bridge;
     let opts = BridgeOpts {
         mtu: conf.mtu,
+        // Its own address, set: otherwise the kernel gives the bridge the
+        // lowest address among its ports, which changes as containers come
+        // and go, and every neighbour's ARP entry for the gateway goes stale
+        // (kubernetes#30783, netavark#833, lxc#604).
+        mac: Some(random_mac()),
         vlan_filtering: conf.vlan_filtering().then_some(true),
         // Without a multicast querier on the bridge (there is none unless
         // someone adds one) the bridge floods multicast either way; snooping
