@@ -549,68 +549,83 @@ impl Runtime {
 
 /// Writes `bytes` to `path` atomically (temp file in the same directory, then rename),
 /// creating parent directories with mode 0700.
+///
+/// The directory is opened once (`O_NOFOLLOW`: a symlink planted there would
+/// redirect root's writes elsewhere, so it is refused) and the temporary
+/// file is created and renamed relative to it: five system calls when the
+/// directory exists, which is every write but a directory's first.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CniError> {
+    use rustix::fs::{AtFlags, Mode, OFlags};
     use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let dir = path
-        .parent()
-        .ok_or_else(|| CniError::internal(format!("{} has no parent", path.display())))?;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| CniError::io(format!("cannot create {}: {e}", dir.display())))?;
-    // The directory rnet writes into must be a real directory: a symlink
-    // planted there would redirect root's writes elsewhere.
-    match std::fs::symlink_metadata(dir) {
-        Ok(m) if m.file_type().is_symlink() => {
-            return Err(CniError::io(format!(
+    use std::os::unix::fs::DirBuilderExt;
+    let (dir, name) = match (path.parent(), path.file_name()) {
+        (Some(d), Some(n)) => (d, n),
+        _ => {
+            return Err(CniError::internal(format!(
+                "{} has no parent directory or file name",
+                path.display()
+            )));
+        }
+    };
+    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let refused = |e: rustix::io::Errno| -> CniError {
+        let symlink = std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink());
+        if symlink {
+            CniError::io(format!(
                 "refusing to write {}: {} is a symbolic link; state directories must be real \
                  directories (remove the link or point the state directory at its target)",
                 path.display(),
                 dir.display()
-            )));
+            ))
+        } else {
+            CniError::io(format!("cannot open directory {}: {e}", dir.display()))
         }
-        Ok(_) => {}
-        Err(e) => {
-            return Err(CniError::io(format!(
-                "cannot inspect {}: {e}",
-                dir.display()
-            )));
+    };
+    let dirfd = match rustix::fs::open(dir, dir_flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| CniError::io(format!("cannot create {}: {e}", dir.display())))?;
+            rustix::fs::open(dir, dir_flags, Mode::empty()).map_err(refused)?
         }
-    }
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}",
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    let res = (|| {
+        Err(e) => return Err(refused(e)),
+    };
+    let tmp = format!(".{}.tmp.{}", name.to_string_lossy(), process_id());
+    let res = (|| -> std::io::Result<()> {
         // Created exclusively, never through a link; a stale temp file (of a
         // killed writer with the same pid) is removed and the create retried.
         let create = || {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .mode(0o600)
-                .open(&tmp)
+            rustix::fs::openat(
+                &dirfd,
+                tmp.as_str(),
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )
         };
-        let mut f = match create() {
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                std::fs::remove_file(&tmp)?;
+        let fd = match create() {
+            Err(rustix::io::Errno::EXIST) => {
+                rustix::fs::unlinkat(&dirfd, tmp.as_str(), AtFlags::empty())?;
                 create()?
             }
             r => r?,
         };
-        f.write_all(bytes)?;
-        std::fs::rename(&tmp, path)
+        std::fs::File::from(fd).write_all(bytes)?;
+        rustix::fs::renameat(&dirfd, tmp.as_str(), &dirfd, name)?;
+        Ok(())
     })();
     res.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
+        let _ = rustix::fs::unlinkat(&dirfd, tmp.as_str(), AtFlags::empty());
         CniError::io(format!("cannot write {}: {e}", path.display()))
     })
+}
+
+/// This process's id, asked of the kernel once.
+fn process_id() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
 }
 
 #[cfg(test)]
