@@ -360,11 +360,7 @@ impl NetNs {
         F: FnOnce() -> R + Send,
         R: Send,
     {
-        let fd = self.fd.as_fd();
-        on_fresh_thread("rnet-netns-run", move || {
-            self.enter_this_thread(fd)?;
-            Ok(f())
-        })?
+        std::thread::scope(|s| self.spawn_scoped(s, f)?.join())
     }
 
     /// Like [`NetNs::run`], but without waiting: `f` starts on a fresh OS
