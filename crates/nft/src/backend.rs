@@ -2,7 +2,7 @@
 //! in-memory implementation that records every operation as nft text so that
 //! plugins can be tested without root (tier 0).
 
-use crate::{Batch, Element, Family, KeyPart, Nft, NftError, OpKind, Ruleset};
+use crate::{Batch, Chain, Element, Family, KeyPart, Nft, NftError, OpKind, Ruleset};
 
 /// What a plugin needs from nftables: existence checks to decide between the
 /// hot and the slow path, the slow path itself (apply a whole [`Ruleset`]),
@@ -27,6 +27,20 @@ pub trait Backend {
         table: &str,
         set: &str,
     ) -> Result<Vec<Element>, NftError>;
+    /// The ruleset's generation; every committed transaction changes it.
+    fn generation(&mut self) -> Result<u32, NftError>;
+    /// Creates `chains` in table `family table`, or replaces their rules,
+    /// leaving the rest of the table alone (one transaction, see
+    /// [`Chain::put_text`]); `ENOENT` if the table is missing.
+    fn put_chains(&mut self, family: Family, table: &str, chains: &[Chain])
+    -> Result<(), NftError>;
+    /// Deletes `chains` (family, table, chain) only if the ruleset is still
+    /// at generation `at_generation`; `Ok(false)` (nothing deleted) if it is not.
+    fn delete_chains_at(
+        &mut self,
+        at_generation: u32,
+        chains: &[(Family, &str, &str)],
+    ) -> Result<bool, NftError>;
 }
 
 impl Backend for Nft {
@@ -56,6 +70,28 @@ impl Backend for Nft {
         set: &str,
     ) -> Result<Vec<Element>, NftError> {
         Nft::list_elements(self, family, table, set)
+    }
+    fn generation(&mut self) -> Result<u32, NftError> {
+        Nft::generation(self)
+    }
+    fn put_chains(
+        &mut self,
+        family: Family,
+        table: &str,
+        chains: &[Chain],
+    ) -> Result<(), NftError> {
+        let mut text = String::new();
+        for c in chains {
+            text.push_str(&c.put_text(family, table)?);
+        }
+        self.apply_ruleset(&text)
+    }
+    fn delete_chains_at(
+        &mut self,
+        at_generation: u32,
+        chains: &[(Family, &str, &str)],
+    ) -> Result<bool, NftError> {
+        Nft::delete_chains_at(self, at_generation, chains)
     }
 }
 
@@ -190,6 +226,7 @@ pub struct FakeBackend {
     state: Ruleset,
     log: Vec<String>,
     fail_next: Option<i32>,
+    generation: u32,
 }
 
 impl FakeBackend {
@@ -227,6 +264,12 @@ impl FakeBackend {
     pub fn flush_ruleset(&mut self) {
         self.state.tables.clear();
         self.log.push("flush ruleset\n".into());
+    }
+
+    /// Pretend another process committed something (the generation moves
+    /// on); for tests of [`Backend::delete_chains_at`] races.
+    pub fn bump_generation(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
     }
 
     /// Make the next `apply` or `commit` fail with this errno (e.g.
@@ -291,6 +334,7 @@ impl Backend for FakeBackend {
             self.state.tables.push(t.clone());
         }
         self.log.push(text);
+        self.bump_generation();
         Ok(())
     }
 
@@ -369,6 +413,7 @@ impl Backend for FakeBackend {
         }
         self.state = next;
         self.log.push(batch.render());
+        self.bump_generation();
         Ok(())
     }
 
@@ -392,6 +437,75 @@ impl Backend for FakeBackend {
                 format!("set {family} {table} {set} does not exist"),
             )
         })
+    }
+
+    fn generation(&mut self) -> Result<u32, NftError> {
+        Ok(self.generation)
+    }
+
+    fn put_chains(
+        &mut self,
+        family: Family,
+        table: &str,
+        chains: &[Chain],
+    ) -> Result<(), NftError> {
+        let mut text = String::new();
+        for c in chains {
+            text.push_str(&c.put_text(family, table)?);
+        }
+        self.injected("putting chains")?;
+        let Some(t) = self
+            .state
+            .tables
+            .iter_mut()
+            .find(|t| t.family == family && t.name == table)
+        else {
+            return Err(NftError::kernel(
+                libc::ENOENT,
+                format!("adding chains to table {family} {table}"),
+            ));
+        };
+        for c in chains {
+            match t.chains.iter_mut().find(|x| x.name == c.name) {
+                Some(x) => *x = c.clone(),
+                None => t.chains.push(c.clone()),
+            }
+        }
+        self.log.push(text);
+        self.bump_generation();
+        Ok(())
+    }
+
+    fn delete_chains_at(
+        &mut self,
+        at_generation: u32,
+        chains: &[(Family, &str, &str)],
+    ) -> Result<bool, NftError> {
+        if at_generation != self.generation {
+            return Ok(false);
+        }
+        self.injected("deleting chains")?;
+        let mut next = self.state.clone();
+        let mut text = String::new();
+        for (family, table, chain) in chains {
+            let t = next
+                .tables
+                .iter_mut()
+                .find(|t| t.family == *family && t.name == *table)
+                .filter(|t| t.chains.iter().any(|c| c.name == *chain))
+                .ok_or_else(|| {
+                    NftError::kernel(
+                        libc::ENOENT,
+                        format!("deleting chain {family} {table} {chain}"),
+                    )
+                })?;
+            t.chains.retain(|c| c.name != *chain);
+            text.push_str(&format!("delete chain {family} {table} {chain}\n"));
+        }
+        self.state = next;
+        self.log.push(text);
+        self.bump_generation();
+        Ok(true)
     }
 }
 

@@ -214,6 +214,96 @@ impl Nft {
             .and_then(|(_, u)| comment_from_udata(u)))
     }
 
+    /// The ruleset's generation (`NFT_MSG_GETGEN`): every committed
+    /// transaction in this namespace changes it. See
+    /// [`Nft::delete_chains_at`].
+    pub fn generation(&mut self) -> Result<u32, NftError> {
+        let attrs = self.get(msg::GETGEN, Family::Inet, &|_| {}, &|| {
+            "reading the nf_tables generation".to_owned()
+        })?;
+        attrs
+            .as_deref()
+            .and_then(|a| nl::attrs(a).find(|(t, _)| *t == attr::GEN_ID))
+            .and_then(|(_, v)| nl::be32(v))
+            .ok_or_else(|| {
+                NftError::protocol(
+                    "reading the nf_tables generation".to_owned(),
+                    "the reply has no NFTA_GEN_ID".to_owned(),
+                )
+            })
+    }
+
+    /// Deletes `chains` (family, table, chain; with their rules) in one
+    /// transaction, but only if the ruleset is still at generation `at_generation`
+    /// ([`Nft::generation`]): the kernel checks that under its commit lock
+    /// (`NFNL_BATCH_GENID`). `Ok(false)` when anything was committed since
+    /// (`ERESTART`); nothing was deleted then, read again and retry. This is
+    /// how a chain is removed only while what was read to decide it (e.g.
+    /// that a set is empty) still holds, without a lock that every writer
+    /// would have to take.
+    pub fn delete_chains_at(
+        &mut self,
+        at_generation: u32,
+        chains: &[(Family, &str, &str)],
+    ) -> Result<bool, NftError> {
+        if chains.is_empty() {
+            return Ok(true);
+        }
+        let mut m = MsgBuf::default();
+        let begin_seq = self.conn.next_seq();
+        let s = m.begin(
+            nl::NFNL_MSG_BATCH_BEGIN,
+            nl::NLM_F_REQUEST,
+            begin_seq,
+            0,
+            nl::NFNL_SUBSYS_NFTABLES,
+        );
+        m.attr_be32(nl::NFNL_BATCH_GENID, at_generation);
+        m.end(s);
+        let mut seqs = Vec::with_capacity(chains.len());
+        for (family, table, chain) in chains {
+            crate::model::check_name("table", table)?;
+            crate::model::check_name("chain", chain)?;
+            let seq = self.conn.next_seq();
+            let s = m.begin(
+                nl::nft_type(msg::DELCHAIN),
+                nl::NLM_F_REQUEST | nl::NLM_F_ACK,
+                seq,
+                family.nfproto(),
+                0,
+            );
+            m.attr_str(attr::CHAIN_TABLE, table);
+            m.attr_str(attr::CHAIN_NAME, chain);
+            m.end(s);
+            seqs.push(seq);
+        }
+        let end_seq = self.conn.next_seq();
+        let s = m.begin(
+            nl::NFNL_MSG_BATCH_END,
+            nl::NLM_F_REQUEST,
+            end_seq,
+            0,
+            nl::NFNL_SUBSYS_NFTABLES,
+        );
+        m.end(s);
+        let names: Vec<String> = chains
+            .iter()
+            .map(|(f, t, c)| format!("{f} {t} {c}"))
+            .collect();
+        let ctx = || format!("deleting chain(s) {}", names.join(", "));
+        match self.conn.batch(&m.buf, begin_seq, &seqs, &ctx) {
+            Err(e) if e.errno() == Some(libc::ERESTART) => Ok(false),
+            Err(e) => Err(e),
+            Ok(acks) => match acks.iter().find(|a| a.errno != 0) {
+                Some(a) => Err(NftError::kernel(
+                    a.errno,
+                    nl::with_extack(ctx(), a.extack.clone()),
+                )),
+                None => Ok(true),
+            },
+        }
+    }
+
     /// Does chain `chain` exist in table `family table` (`NFT_MSG_GETCHAIN`)?
     /// A missing table also answers `false`.
     pub fn chain_exists(

@@ -171,9 +171,9 @@ impl Table {
         self
     }
 
-    /// The set or map called `name`, as `(key elements)`, mutable (the fake
-    /// backend updates its state through this).
-    pub(crate) fn elements_mut(&mut self, name: &str) -> Option<&mut Vec<Element>> {
+    /// The elements of the set or map called `name`, mutable (the fake
+    /// backend updates its state through this; a restore fills them).
+    pub fn elements_mut(&mut self, name: &str) -> Option<&mut Vec<Element>> {
         if let Some(s) = self.sets.iter_mut().find(|s| s.name == name) {
             return Some(&mut s.elements);
         }
@@ -222,20 +222,7 @@ impl Table {
             check_name("chain", &c.name)?;
             let _ = writeln!(out, "\tchain {} {{", c.name);
             if let Some(b) = &c.base {
-                for (what, v) in [("type", &b.kind), ("hook", &b.hook)] {
-                    check_word(what, v)?;
-                }
-                check_text("priority", &b.priority)?;
-                let _ = write!(
-                    out,
-                    "\t\ttype {} hook {} priority {};",
-                    b.kind, b.hook, b.priority
-                );
-                if let Some(p) = &b.policy {
-                    check_word("policy", p)?;
-                    let _ = write!(out, " policy {p};");
-                }
-                out.push('\n');
+                let _ = writeln!(out, "\t\t{}", b.spec()?);
             }
             if let Some(cm) = &c.comment {
                 crate::element::check_comment(cm)?;
@@ -346,6 +333,25 @@ impl Map {
     }
 }
 
+impl BaseChain {
+    /// `type KIND hook HOOK priority PRIORITY; policy POLICY;`, validated.
+    fn spec(&self) -> Result<String, NftError> {
+        for (what, v) in [("type", &self.kind), ("hook", &self.hook)] {
+            check_word(what, v)?;
+        }
+        check_text("priority", &self.priority)?;
+        let mut s = format!(
+            "type {} hook {} priority {};",
+            self.kind, self.hook, self.priority
+        );
+        if let Some(p) = &self.policy {
+            check_word("policy", p)?;
+            let _ = write!(s, " policy {p};");
+        }
+        Ok(s)
+    }
+}
+
 impl Chain {
     /// A regular chain (target of `jump`/`goto`).
     pub fn new(name: impl Into<String>) -> Chain {
@@ -393,6 +399,31 @@ impl Chain {
     pub fn rule(mut self, r: impl Into<String>) -> Chain {
         self.rules.push(r.into());
         self
+    }
+
+    /// The `nft -f` text that creates this chain in table `family table`
+    /// or, if it exists, replaces its rules, leaving the rest of the table
+    /// alone: `add chain` (with the hook of a base chain), `flush chain`,
+    /// one `add rule` per rule. Idempotent, and one transaction when applied
+    /// as one file. Fails (`ENOENT` from nft) if the table is missing.
+    pub fn put_text(&self, family: Family, table: &str) -> Result<String, NftError> {
+        check_name("table", table)?;
+        check_name("chain", &self.name)?;
+        let n = &self.name;
+        let mut s = format!("add chain {family} {table} {n}");
+        if let Some(b) = &self.base {
+            let _ = write!(s, " {{ {} }}", b.spec()?);
+        }
+        let _ = writeln!(s, "\nflush chain {family} {table} {n}");
+        for r in &self.rules {
+            if r.trim().is_empty() || r.chars().any(|c| c.is_control() || c == ';' || c == '#') {
+                return Err(NftError::invalid(format!(
+                    "rule {r:?} of chain {n} must be one line without ';' or '#'"
+                )));
+            }
+            let _ = writeln!(s, "add rule {family} {table} {n} {r}");
+        }
+        Ok(s)
     }
 }
 

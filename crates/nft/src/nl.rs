@@ -37,15 +37,20 @@ const NFGENMSG_LEN: usize = 4;
 pub(crate) const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 pub(crate) const NFNL_MSG_BATCH_END: u16 = 0x11;
 pub(crate) const NFNL_SUBSYS_NFTABLES: u16 = 10;
+/// `NFNL_BATCH_GENID`: a BEGIN attribute; the kernel refuses the batch with
+/// `ERESTART` unless the ruleset is still at this generation.
+pub(crate) const NFNL_BATCH_GENID: u16 = 1;
 
 /// `NFT_MSG_*` operations (low byte of the message type).
 pub(crate) mod msg {
     pub const GETTABLE: u8 = 1;
     pub const GETCHAIN: u8 = 4;
+    pub const DELCHAIN: u8 = 5;
     pub const GETSET: u8 = 10;
     pub const NEWSETELEM: u8 = 12;
     pub const GETSETELEM: u8 = 13;
     pub const DELSETELEM: u8 = 14;
+    pub const GETGEN: u8 = 16;
     /// Kernel >= 6.3: delete, ignoring elements that do not exist.
     pub const DESTROYSETELEM: u8 = 30;
 }
@@ -53,6 +58,7 @@ pub(crate) mod msg {
 /// `NFTA_*` attribute numbers used here.
 pub(crate) mod attr {
     pub const TABLE_NAME: u16 = 1;
+    pub const GEN_ID: u16 = 1;
     pub const TABLE_USERDATA: u16 = 6;
     pub const CHAIN_TABLE: u16 = 1;
     pub const CHAIN_NAME: u16 = 3;

@@ -34,11 +34,10 @@
 //! reported on stderr and skipped, so one bad record cannot keep everyone
 //! else's elements out.
 //!
-//! # Layout of `table inet rnet` (version "rnet v4")
+//! # Layout of `table inet rnet` (version "rnet v5")
 //!
-//! Bridge plugin (unchanged from v1): sets `masq4`/`masq6` (masquerade
-//! sources), `bridges`, `bridge_self`, `isolated`; base chains `postrouting`
-//! (masquerade) and `forward` (isolation between rnet bridges).
+//! Bridge plugin: sets `masq4`/`masq6` (masquerade sources), `bridges`,
+//! `bridge_self`, `isolated`; base chain `postrouting` (masquerade).
 //!
 //! Port mapper (see the `rnet-portmap` crate doc for the reasoning):
 //!
@@ -55,16 +54,29 @@
 //! * `pm_postrouting` (nat, srcnat): masquerade DNATed traffic from
 //!   127.0.0.0/8 (localhost publishing) and DNATed traffic that leaves
 //!   through the bridge it came from (`oifname . ip saddr @hairpin4`:
-//!   hairpin and container-to-container on one bridge);
-//! * `pm_raw` (filter, raw): `iifname != "lo" ip daddr 127.0.0.0/8 drop`,
-//!   so `route_localnet` on a bridge never exposes the host's 127.0.0.1
-//!   services to the link (CVE-2020-8558);
-//! * `pm_guard` (filter, dstnat - 10, after conntrack, before DNAT): new
-//!   connections from anything but an rnet bridge or `lo` straight to a
-//!   published container address (`published4/6`) are dropped.
+//!   hairpin and container-to-container on one bridge).
 //!
-//! `table bridge rnet`: the MAC spoof check (`spoofchk_ports`,
-//! `spoofchk_ok`).
+//! # Feature chains (filter chains that exist only while used)
+//!
+//! Filter chains run for every packet on their hook (with `br_netfilter`,
+//! for every bridged frame too), so each exists only while one of its sets
+//! has an element ([`Feature`], [`features`]):
+//!
+//! * `pm_raw` (filter, raw) while `localnet` (bridges on which the port
+//!   mapper turned `route_localnet` on) has an element:
+//!   `iifname != "lo" ip daddr 127.0.0.0/8 drop`, so `route_localnet` on a
+//!   bridge never exposes the host's 127.0.0.1 services to the link
+//!   (CVE-2020-8558);
+//! * `pm_guard` (filter, dstnat - 10, after conntrack, before DNAT) while
+//!   `published4/6` has one: new connections from anything but an rnet
+//!   bridge or `lo` straight to a published container address are dropped;
+//! * `forward` (filter, forward) while `isolated` has one: no traffic
+//!   between an isolated rnet bridge and another rnet bridge, except the
+//!   established and related traffic of containers the firewall plugin
+//!   admitted (`fw_allowed4/6`; without isolation those accepts would
+//!   change nothing);
+//! * `table bridge rnet` chain `prerouting` while `spoofchk_ports` has one:
+//!   the MAC spoof check (`spoofchk_ok` holds `veth . mac` pairs allowed).
 
 use std::collections::HashSet;
 use std::io::Write as _;
@@ -84,7 +96,7 @@ use crate::{
 pub const TABLE: &str = "rnet";
 
 /// The version marker (table comment) of this definition.
-pub const VERSION: &str = "rnet v4";
+pub const VERSION: &str = "rnet v5";
 
 /// Set and map names of rnet's tables.
 pub mod sets {
@@ -130,6 +142,9 @@ pub mod sets {
     /// Port mapper, conditioned hostIP-bound ports:
     /// `ipv6_addr . inet_proto . inet_service : verdict`.
     pub const PM_CONDIP6: &str = "pm_condip6";
+    /// Port mapper: bridges on which it turned `route_localnet` on (their
+    /// packets to 127.0.0.0/8 are dropped by `pm_raw`).
+    pub const LOCALNET: &str = "localnet";
     /// Firewall plugin: IPv4 addresses of admitted containers.
     pub const FW_ALLOWED4: &str = "fw_allowed4";
     /// Firewall plugin: IPv6 addresses of admitted containers.
@@ -152,6 +167,7 @@ pub fn inet_table() -> Table {
         .set(Set::new(PUBLISHED6, "ipv6_addr"))
         .set(Set::new(FW_ALLOWED4, "ipv4_addr"))
         .set(Set::new(FW_ALLOWED6, "ipv6_addr"))
+        .set(Set::new(LOCALNET, "ifname"))
         .map(Map::new(
             HOSTPORTS4,
             "inet_proto . inet_service",
@@ -177,14 +193,6 @@ pub fn inet_table() -> Table {
                 .policy("accept")
                 .rule("ip saddr @masq4 oifname != @bridges ip daddr != 224.0.0.0/4 masquerade")
                 .rule("ip6 saddr @masq6 oifname != @bridges ip6 daddr != ff00::/8 masquerade"),
-        )
-        .chain(
-            Chain::base("forward", "filter", "forward", "filter")
-                .policy("accept")
-                .rule("ct state established,related ip daddr @fw_allowed4 accept")
-                .rule("ct state established,related ip6 daddr @fw_allowed6 accept")
-                .rule("iifname @isolated oifname @bridges iifname . oifname != @bridge_self drop")
-                .rule("iifname @bridges oifname @isolated iifname . oifname != @bridge_self drop"),
         )
         .map(Map::new(PM_COND4, "inet_proto . inet_service", "verdict"))
         .map(Map::new(PM_COND6, "inet_proto . inet_service", "verdict"))
@@ -237,21 +245,6 @@ pub fn inet_table() -> Table {
                 .rule("ct status dnat oifname . ip saddr @hairpin4 masquerade")
                 .rule("ct status dnat oifname . ip6 saddr @hairpin6 masquerade"),
         )
-        .chain(
-            Chain::base("pm_raw", "filter", "prerouting", "raw")
-                .policy("accept")
-                .rule("iifname != \"lo\" ip daddr 127.0.0.0/8 counter drop"),
-        )
-        .chain(
-            Chain::base("pm_guard", "filter", "prerouting", "dstnat - 10")
-                .policy("accept")
-                .rule(
-                    "iifname != \"lo\" iifname != @bridges ct state new ip daddr @published4 drop",
-                )
-                .rule(
-                    "iifname != \"lo\" iifname != @bridges ct state new ip6 daddr @published6 drop",
-                ),
-        )
 }
 
 /// `table bridge rnet`: frames from a checked host veth whose source MAC is
@@ -261,16 +254,255 @@ pub fn bridge_table() -> Table {
         .comment(VERSION)
         .set(Set::new(sets::SPOOF_PORTS, "ifname"))
         .set(Set::new(sets::SPOOF_OK, "ifname . ether_addr"))
-        .chain(
-            Chain::base("prerouting", "filter", "prerouting", "-300")
-                .policy("accept")
-                .rule("iifname @spoofchk_ports iifname . ether saddr != @spoofchk_ok drop"),
-        )
 }
 
-/// The complete definition of rnet's tables: what every slow path applies.
+/// rnet's tables with their sets, maps and NAT chains: what every slow path
+/// applies, plus the chains of each [`Feature`] in use ([`with_features`]).
 pub fn ruleset() -> Ruleset {
     Ruleset::new().table(inet_table()).table(bridge_table())
+}
+
+/// Base chains that exist only while one of their sets has an element.
+///
+/// A filter chain on a hook runs for every packet that passes the hook, and
+/// with `br_netfilter` that includes every frame bridged between two
+/// containers: 4–5% of a bridge's TCP throughput here for rnet's four
+/// filter chains, with nothing in their sets. So each is part of the table
+/// only while some attachment uses its feature: created right after the
+/// commit that puts the first element in one of its sets ([`commit`]),
+/// rendered by a restore when its sets have elements, and deleted by
+/// [`prune_features`] (GC) once all its sets are empty. NAT chains stay: the
+/// kernel consults them only for a connection's first packet.
+#[derive(Debug, Clone, Copy)]
+pub struct Feature {
+    /// A name for messages.
+    pub name: &'static str,
+    /// The table's family ([`TABLE`]).
+    pub family: Family,
+    /// The chains exist while any of these sets has an element.
+    pub sets: &'static [&'static str],
+    chains: fn() -> Vec<Chain>,
+}
+
+impl Feature {
+    /// The feature's chains.
+    pub fn chains(&self) -> Vec<Chain> {
+        (self.chains)()
+    }
+
+    /// The chain whose presence says the feature's chains are in place (the
+    /// last one: they are created in one transaction).
+    fn marker(&self) -> Option<String> {
+        self.chains().last().map(|c| c.name.clone())
+    }
+}
+
+fn localnet_chains() -> Vec<Chain> {
+    // `route_localnet` on a bridge must never expose the host's 127.0.0.1
+    // services to the link (CVE-2020-8558). Before conntrack.
+    vec![
+        Chain::base("pm_raw", "filter", "prerouting", "raw")
+            .policy("accept")
+            .rule("iifname != \"lo\" ip daddr 127.0.0.0/8 counter drop"),
+    ]
+}
+
+fn guard_chains() -> Vec<Chain> {
+    vec![
+        Chain::base("pm_guard", "filter", "prerouting", "dstnat - 10")
+            .policy("accept")
+            .rule("iifname != \"lo\" iifname != @bridges ct state new ip daddr @published4 drop")
+            .rule("iifname != \"lo\" iifname != @bridges ct state new ip6 daddr @published6 drop"),
+    ]
+}
+
+fn isolation_chains() -> Vec<Chain> {
+    // The firewall plugin's admission comes first: established and related
+    // traffic of admitted containers passes the isolation rules. Without
+    // isolation rules those accepts change nothing (the policy accepts), so
+    // the chain is needed only while a bridge is isolated.
+    vec![
+        Chain::base("forward", "filter", "forward", "filter")
+            .policy("accept")
+            .rule("ct state established,related ip daddr @fw_allowed4 accept")
+            .rule("ct state established,related ip6 daddr @fw_allowed6 accept")
+            .rule("iifname @isolated oifname @bridges iifname . oifname != @bridge_self drop")
+            .rule("iifname @bridges oifname @isolated iifname . oifname != @bridge_self drop"),
+    ]
+}
+
+fn spoofchk_chains() -> Vec<Chain> {
+    vec![
+        Chain::base("prerouting", "filter", "prerouting", "-300")
+            .policy("accept")
+            .rule("iifname @spoofchk_ports iifname . ether saddr != @spoofchk_ok drop"),
+    ]
+}
+
+/// Every [`Feature`]: the port mapper's 127.0.0.0/8 guard (`localnet`) and
+/// published-address guard (`published4/6`), isolation between bridges
+/// (`isolated`; the firewall plugin's admission `fw_allowed4/6` is part of
+/// that chain) and the MAC spoof check (`spoofchk_ports`, table `bridge rnet`).
+pub fn features() -> [Feature; 4] {
+    use sets::*;
+    [
+        Feature {
+            name: "localhost guard",
+            family: Family::Inet,
+            sets: &[LOCALNET],
+            chains: localnet_chains,
+        },
+        Feature {
+            name: "published-address guard",
+            family: Family::Inet,
+            sets: &[PUBLISHED4, PUBLISHED6],
+            chains: guard_chains,
+        },
+        Feature {
+            name: "isolation",
+            family: Family::Inet,
+            sets: &[ISOLATED],
+            chains: isolation_chains,
+        },
+        Feature {
+            name: "MAC spoof check",
+            family: Family::Bridge,
+            sets: &[SPOOF_PORTS],
+            chains: spoofchk_chains,
+        },
+    ]
+}
+
+/// Adds to `model` the chains of every feature one of whose sets has an
+/// element in the model. Returns how many features that was.
+pub fn with_features(model: &mut Ruleset) -> usize {
+    let mut n = 0;
+    for f in features() {
+        let Some(t) = model
+            .tables
+            .iter_mut()
+            .find(|t| t.family == f.family && t.name == TABLE)
+        else {
+            continue;
+        };
+        let used = f
+            .sets
+            .iter()
+            .any(|s| t.elements_mut(s).is_some_and(|e| !e.is_empty()));
+        if !used {
+            continue;
+        }
+        for c in f.chains() {
+            if !t.chains.iter().any(|x| x.name == c.name) {
+                t.chains.push(c);
+            }
+        }
+        n += 1;
+    }
+    n
+}
+
+/// The features `batch` puts elements into.
+fn touched_features(batch: &Batch) -> Vec<Feature> {
+    features()
+        .into_iter()
+        .filter(|f| {
+            batch.ops().iter().any(|op| {
+                matches!(op.kind, OpKind::Add | OpKind::AddExcl)
+                    && op.family == f.family
+                    && op.table == TABLE
+                    && !op.elements.is_empty()
+                    && f.sets.contains(&op.set.as_str())
+            })
+        })
+        .collect()
+}
+
+/// After `batch` was committed: the chains of every feature it put elements
+/// into exist (one `GET` per feature it touches; creating them, one
+/// `nft -f`, happens only for the first user). Safe against a concurrent
+/// [`prune_features`]: the elements are in the kernel before this looks,
+/// and a prune deletes only at the generation it saw the sets empty in.
+fn ensure_features<B: Backend + ?Sized>(
+    backend: &mut B,
+    batch: &Batch,
+    state_root: &Path,
+    locked: bool,
+) -> Result<(), RnetError> {
+    for f in touched_features(batch) {
+        let Some(marker) = f.marker() else { continue };
+        if backend.chain_exists(f.family, TABLE, &marker)? {
+            continue;
+        }
+        let _lock = if locked {
+            None
+        } else {
+            Some(lock(state_root)?)
+        };
+        match backend.put_chains(f.family, TABLE, &f.chains()) {
+            Ok(()) => {}
+            // The table went away since the commit (a flush): the restore
+            // renders the chains of every feature with elements.
+            Err(e) if e.is_not_found() => {
+                restore(backend, state_root)?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// How often [`prune_features`] reads again after another commit came
+/// between its reading and its deletion.
+const PRUNE_ATTEMPTS: usize = 5;
+
+/// GC of [`Feature`] chains: deletes the chains of every feature none of
+/// whose sets has an element, in one transaction at the generation in which
+/// the sets were read (so an element added meanwhile keeps its chains; then
+/// this reads again, at most [`PRUNE_ATTEMPTS`] times). Returns the number
+/// of chains deleted. No lock: writers never wait for this.
+pub fn prune_features<B: Backend + ?Sized>(backend: &mut B) -> Result<usize, RnetError> {
+    for _ in 0..PRUNE_ATTEMPTS {
+        let at = backend.generation()?;
+        let mut doomed: Vec<(Family, String)> = Vec::new();
+        for f in features() {
+            let mut present = Vec::new();
+            for c in f.chains() {
+                if backend.chain_exists(f.family, TABLE, &c.name)? {
+                    present.push(c.name);
+                }
+            }
+            if present.is_empty() {
+                continue;
+            }
+            let mut used = false;
+            for s in f.sets {
+                match backend.list_elements(f.family, TABLE, s) {
+                    Ok(els) if !els.is_empty() => {
+                        used = true;
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if !used {
+                doomed.extend(present.into_iter().map(|c| (f.family, c)));
+            }
+        }
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        let refs: Vec<(Family, &str, &str)> = doomed
+            .iter()
+            .map(|(f, c)| (*f, TABLE, c.as_str()))
+            .collect();
+        if backend.delete_chains_at(at, &refs)? {
+            return Ok(doomed.len());
+        }
+    }
+    Ok(0)
 }
 
 /// What went wrong in [`commit`], [`reload`] or the journal.
@@ -751,7 +983,7 @@ pub fn commit<B: Backend + ?Sized>(
     state_root: &Path,
 ) -> Result<(), RnetError> {
     match backend.commit(batch) {
-        Ok(()) => return Ok(()),
+        Ok(()) => return ensure_features(backend, batch, state_root, false),
         Err(e) if e.is_not_found() => {}
         Err(e) => return Err(e.into()),
     }
@@ -769,12 +1001,13 @@ pub fn commit_locked<B: Backend + ?Sized>(
     state_root: &Path,
 ) -> Result<(), RnetError> {
     match backend.commit(batch) {
-        Ok(()) => return Ok(()),
+        Ok(()) => return ensure_features(backend, batch, state_root, true),
         Err(e) if e.is_not_found() => {}
         Err(e) => return Err(e.into()),
     }
     restore_excluding(backend, state_root, Some(batch))?;
-    backend.commit(batch).map_err(RnetError::from)
+    backend.commit(batch)?;
+    ensure_features(backend, batch, state_root, true)
 }
 
 /// `rnet reload`: apply [`ruleset`] with every journaled element (and the
@@ -876,7 +1109,9 @@ fn restore_excluding<B: Backend + ?Sized>(
             }
         }
     }
-    // (3) the port mapper's condition chains: the recorded ones, and an
+    // (3) the chains of the features in use.
+    with_features(&mut model);
+    // (4) the port mapper's condition chains: the recorded ones, and an
     // empty (closed) one for a verdict whose chain has no record.
     cond::add_chains(&mut model, state_root, &[]);
     match backend.apply(&model) {
@@ -911,7 +1146,11 @@ fn restore_excluding<B: Backend + ?Sized>(
                     .collect();
                 pruned.add_elements(&op.table, &op.set, &els);
             }
-            match backend.commit(&pruned) {
+            match backend
+                .commit(&pruned)
+                .map_err(RnetError::from)
+                .and_then(|()| ensure_features(backend, &pruned, state_root, true))
+            {
                 Ok(()) => {
                     res.journaled += pruned.ops().iter().map(|o| o.elements.len()).sum::<usize>()
                 }
@@ -958,7 +1197,13 @@ mod tests {
 
     #[test]
     fn golden_ruleset() {
-        let text = ruleset().render().unwrap();
+        let mut text = ruleset().render().unwrap();
+        for f in features() {
+            text.push_str(&format!("# feature: {}\n", f.name));
+            for c in f.chains() {
+                text.push_str(&c.put_text(f.family, TABLE).unwrap());
+            }
+        }
         if std::env::var_os("RNET_BLESS").is_some() {
             std::fs::write(
                 concat!(env!("CARGO_MANIFEST_DIR"), "/src/rnet_golden.nft"),
@@ -1149,6 +1394,108 @@ mod tests {
         commit(&mut f, &a, dir.path()).unwrap();
         let err = commit(&mut f, &a, dir.path()).unwrap_err();
         assert!(err.is_exists(), "{err}");
+    }
+
+    fn chains_of(f: &FakeBackend, family: Family) -> Vec<String> {
+        f.state()
+            .tables
+            .iter()
+            .filter(|t| t.family == family && t.name == TABLE)
+            .flat_map(|t| t.chains.iter().map(|c| c.name.clone()))
+            .collect()
+    }
+
+    fn one(set: &str, key: KeyPart) -> Batch {
+        let mut b = Batch::new(Family::Inet);
+        b.add_elements(TABLE, set, &[Element::new(key)]);
+        b
+    }
+
+    #[test]
+    fn feature_chains_exist_only_while_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = FakeBackend::new();
+        let masq = one(sets::MASQ4, KeyPart::Ipv4(Ipv4Addr::new(10, 0, 0, 2)));
+        commit(&mut f, &masq, dir.path()).unwrap();
+        let filters = |f: &FakeBackend| -> Vec<String> {
+            ["pm_raw", "pm_guard", "forward"]
+                .iter()
+                .filter(|c| chains_of(f, Family::Inet).iter().any(|x| x == *c))
+                .map(|c| (*c).to_owned())
+                .chain(chains_of(f, Family::Bridge))
+                .collect()
+        };
+        assert!(filters(&f).is_empty(), "{:?}", filters(&f));
+        // The first isolated bridge brings the forward chain, nothing else.
+        let iso = one(sets::ISOLATED, KeyPart::IfName("br0".into()));
+        f.clear_log();
+        commit(&mut f, &iso, dir.path()).unwrap();
+        assert_eq!(filters(&f), ["forward"]);
+        assert!(
+            f.log_text()
+                .contains("add chain inet rnet forward { type filter hook forward")
+        );
+        // The second user finds it: no second creation.
+        f.clear_log();
+        commit(
+            &mut f,
+            &one(sets::ISOLATED, KeyPart::IfName("br1".into())),
+            dir.path(),
+        )
+        .unwrap();
+        assert!(!f.log_text().contains("add chain"), "{}", f.log_text());
+        // A spoof-checked port brings the bridge table's chain.
+        let mut sp = Batch::new(Family::Bridge);
+        sp.add_elements(
+            TABLE,
+            sets::SPOOF_PORTS,
+            &[Element::new(KeyPart::IfName("veth1".into()))],
+        );
+        commit(&mut f, &sp, dir.path()).unwrap();
+        assert_eq!(filters(&f), ["forward", "prerouting"]);
+        // Still used: GC keeps them. Emptied: GC removes exactly those.
+        assert_eq!(prune_features(&mut f).unwrap(), 0);
+        let mut d = Batch::new(Family::Bridge);
+        d.delete_elements(
+            TABLE,
+            sets::SPOOF_PORTS,
+            &[Element::new(KeyPart::IfName("veth1".into()))],
+        );
+        f.commit(&d).unwrap();
+        assert_eq!(prune_features(&mut f).unwrap(), 1);
+        assert_eq!(filters(&f), ["forward"]);
+        // After a flush the restore renders the chains of features in use.
+        f.flush_ruleset();
+        let pub4 = one(sets::PUBLISHED4, KeyPart::Ipv4(Ipv4Addr::new(10, 0, 0, 3)));
+        journal_write(
+            dir.path(),
+            &Journal::from_batch("portmap", "n/c/eth0", &pub4),
+        )
+        .unwrap();
+        let iso_j = Journal::from_batch("bridge", "n/b/eth0", &iso);
+        journal_write(dir.path(), &iso_j).unwrap();
+        commit(&mut f, &masq, dir.path()).unwrap();
+        assert_eq!(filters(&f), ["pm_guard", "forward"]);
+    }
+
+    #[test]
+    fn prune_deletes_only_at_the_generation_it_read() {
+        let mut f = FakeBackend::new();
+        let mut model = ruleset();
+        with_features(&mut model);
+        f.apply(&model).unwrap();
+        // No element anywhere: with_features added nothing.
+        assert!(chains_of(&f, Family::Bridge).is_empty());
+        f.put_chains(Family::Inet, TABLE, &guard_chains()).unwrap();
+        let at = f.generation().unwrap();
+        f.bump_generation();
+        assert!(
+            !f.delete_chains_at(at, &[(Family::Inet, TABLE, "pm_guard")])
+                .unwrap()
+        );
+        assert!(chains_of(&f, Family::Inet).iter().any(|c| c == "pm_guard"));
+        assert_eq!(prune_features(&mut f).unwrap(), 1);
+        assert!(!chains_of(&f, Family::Inet).iter().any(|c| c == "pm_guard"));
     }
 
     #[test]

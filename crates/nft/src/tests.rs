@@ -625,3 +625,84 @@ fn ensure_ruleset_against_the_kernel() {
     let got = n.list_elements(INET, "rnet", "hostports4").unwrap();
     assert!(got.contains(&extra), "{got:?}");
 }
+
+#[test]
+fn chains_deleted_only_at_the_generation_read() {
+    let (ns, mut n) = setup();
+    let g0 = n.generation().unwrap();
+    let c = Chain::base("probe", "filter", "forward", "filter")
+        .policy("accept")
+        .rule("meta l4proto tcp accept");
+    // put_chains is idempotent: twice leaves one copy of the rule.
+    for _ in 0..2 {
+        Backend::put_chains(&mut n, INET, "rnet", std::slice::from_ref(&c)).unwrap();
+    }
+    let text = nft(&ns, &["list", "chain", "inet", "rnet", "probe"]);
+    assert_eq!(text.matches("meta l4proto tcp accept").count(), 1, "{text}");
+    assert!(text.contains("hook forward priority filter"), "{text}");
+    let g1 = n.generation().unwrap();
+    assert_ne!(g0, g1, "a commit must change the generation");
+    // Someone commits after we read: the deletion is refused, nothing changes.
+    let mut b = batch();
+    b.add_elements("rnet", "hostports4", &[hostport(6, 4545, 5, 80, "c5/eth0")]);
+    n.commit(&b).unwrap();
+    assert!(!n.delete_chains_at(g1, &[(INET, "rnet", "probe")]).unwrap());
+    assert!(n.chain_exists(INET, "rnet", "probe").unwrap());
+    // At the current generation it goes.
+    let g2 = n.generation().unwrap();
+    assert!(n.delete_chains_at(g2, &[(INET, "rnet", "probe")]).unwrap());
+    assert!(!n.chain_exists(INET, "rnet", "probe").unwrap());
+    // A chain that does not exist is an error, not a silent success.
+    let g3 = n.generation().unwrap();
+    let e = n
+        .delete_chains_at(g3, &[(INET, "rnet", "probe")])
+        .unwrap_err();
+    assert!(e.is_not_found(), "{e}");
+}
+
+#[test]
+fn feature_chains_follow_their_sets_in_the_kernel() {
+    use crate::rnet::{self as shared, sets};
+    let ns = netns();
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = Nft::in_netns(&ns).unwrap();
+    // A plain bridge attachment: masquerade only, no filter chain at all.
+    let mut b = Batch::new(INET);
+    b.add_elements(
+        shared::TABLE,
+        sets::MASQ4,
+        &[Element::new(KeyPart::Ipv4(v4(2)))],
+    );
+    b.add_elements(
+        shared::TABLE,
+        sets::BRIDGES,
+        &[Element::new(KeyPart::IfName("br0".into()))],
+    );
+    shared::commit(&mut n, &b, dir.path()).unwrap();
+    let text = nft(&ns, &["list", "ruleset"]);
+    assert!(!text.contains("type filter"), "{text}");
+    // A published address brings the guard, in the kernel.
+    let mut p = Batch::new(INET);
+    p.add_elements(
+        shared::TABLE,
+        sets::PUBLISHED4,
+        &[Element::new(KeyPart::Ipv4(v4(2)))],
+    );
+    shared::commit(&mut n, &p, dir.path()).unwrap();
+    assert!(n.chain_exists(INET, "rnet", "pm_guard").unwrap());
+    assert!(!n.chain_exists(INET, "rnet", "forward").unwrap());
+    assert_eq!(shared::prune_features(&mut n).unwrap(), 0);
+    // Gone once its set is empty and GC prunes.
+    let mut d = Batch::new(INET);
+    d.delete_elements(
+        shared::TABLE,
+        sets::PUBLISHED4,
+        &[Element::new(KeyPart::Ipv4(v4(2)))],
+    );
+    n.commit(&d).unwrap();
+    assert!(n.chain_exists(INET, "rnet", "pm_guard").unwrap());
+    assert_eq!(shared::prune_features(&mut n).unwrap(), 1);
+    let text = nft(&ns, &["list", "ruleset"]);
+    assert!(!text.contains("type filter"), "{text}");
+    assert!(text.contains("masquerade"), "{text}");
+}

@@ -952,3 +952,97 @@ fn conditions_limit_who_reaches_a_port() {
     assert!(cond_chains(&lab).is_empty());
     assert!(rnet_nft::rnet::cond::records(&root).is_empty());
 }
+
+/// The base chains of rnet's filter features in the lab host's ruleset
+/// (`table FAMILY rnet` / chain), sorted.
+fn filter_chains(lab: &Lab) -> Vec<String> {
+    let text = nft(lab, &["list", "chains"]);
+    let (mut table, mut chain, mut out) = (String::new(), String::new(), Vec::new());
+    for line in text.lines().map(str::trim) {
+        if let Some(t) = line.strip_prefix("table ") {
+            table = t.trim_end_matches(" {").to_owned();
+        } else if let Some(c) = line.strip_prefix("chain ") {
+            chain = c.trim_end_matches(" {").to_owned();
+        } else if line.starts_with("type filter") && table.ends_with(" rnet") {
+            out.push(format!("{table}/{chain}"));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A filter chain runs for every packet on its hook (bridged frames too
+/// with `br_netfilter`), so rnet's exist only while a feature uses them:
+/// none for a network without published ports, isolation or spoof check;
+/// the port mapper's guards from the first mapping on; the published-address
+/// guard until GC after the last mapping, the 127.0.0.0/8 guard as long as
+/// the bridge it protects (whose `route_localnet` stays on); isolation and
+/// spoof check alike.
+#[test]
+fn filter_chains_exist_only_while_used() {
+    let lab = lab();
+    let _out = outside(&lab);
+    let mut net = Net::new(&lab, json!({}));
+    // GC reaches the plugins from CNI 1.1.0 on.
+    net.list.version = rnet_cni::Version::V1_1_0;
+    let a = lab.add_container("fc-a").unwrap();
+    net.add(&a, json!([]));
+    assert!(filter_chains(&lab).is_empty(), "{:?}", filter_chains(&lab));
+    assert!(nft(&lab, &["list", "ruleset"]).contains("masquerade"));
+
+    let b = lab.add_container("fc-b").unwrap();
+    let maps = json!([{"hostPort": 8080, "containerPort": 80}]);
+    net.add(&b, maps.clone());
+    assert_eq!(
+        filter_chains(&lab),
+        ["inet rnet/pm_guard", "inet rnet/pm_raw"]
+    );
+    let mut iso = Net::named(&lab, "isonet", "iso0", "10.78.0", "fd78", json!({}));
+    iso.list.plugins[0].insert("isolation".into(), json!(true));
+    iso.list.plugins[0].insert("macspoofchk".into(), json!(true));
+    iso.list.version = rnet_cni::Version::V1_1_0;
+    let c = lab.add_container("fc-c").unwrap();
+    iso.add(&c, json!([]));
+    assert_eq!(
+        filter_chains(&lab),
+        [
+            "bridge rnet/prerouting",
+            "inet rnet/forward",
+            "inet rnet/pm_guard",
+            "inet rnet/pm_raw"
+        ]
+    );
+
+    // DEL leaves them to GC; GC removes what nobody uses any more.
+    net.del(&b, maps);
+    iso.del(&c, json!([]));
+    assert_eq!(filter_chains(&lab).len(), 4);
+    let valid = vec![rnet_cni::Attachment {
+        container_id: "fc-a".into(),
+        ifname: "eth0".into(),
+    }];
+    let gc = lab.host().run(|| net.rt.gc(&net.list, &valid)).unwrap();
+    assert!(gc.is_ok(), "{gc:?}");
+    let gc = lab.host().run(|| iso.rt.gc(&iso.list, &[])).unwrap();
+    assert!(gc.is_ok(), "{gc:?}");
+    // iso0 still exists and stays isolated; pm0 keeps route_localnet.
+    assert_eq!(
+        filter_chains(&lab),
+        ["inet rnet/forward", "inet rnet/pm_raw"]
+    );
+    assert_eq!(
+        netns_fixtures::read_sysctl(lab.host(), "net/ipv4/conf/pm0/route_localnet").unwrap(),
+        "1"
+    );
+
+    // With the bridges gone, nothing is left.
+    net.del(&a, json!([]));
+    let mut nl = lab.netlink().unwrap();
+    for br in ["pm0", "iso0"] {
+        assert!(nl.link_del_by_name(br).unwrap(), "{br}");
+    }
+    let gc = lab.host().run(|| net.rt.gc(&net.list, &[])).unwrap();
+    assert!(gc.is_ok(), "{gc:?}");
+    assert!(filter_chains(&lab).is_empty(), "{:?}", filter_chains(&lab));
+    assert!(nft(&lab, &["list", "ruleset"]).contains("masquerade"));
+}

@@ -393,6 +393,7 @@ pub fn gc(
                 let one = Element::new(vec![ifname(name)]);
                 b.delete_elements_lenient(TABLE, sets::BRIDGES, std::slice::from_ref(&one));
                 b.delete_elements_lenient(TABLE, sets::ISOLATED, std::slice::from_ref(&one));
+                b.delete_elements_lenient(TABLE, sets::LOCALNET, std::slice::from_ref(&one));
                 b.delete_elements_lenient(
                     TABLE,
                     sets::BRIDGE_SELF,
@@ -420,6 +421,11 @@ pub fn gc(
             errs.push(e);
         }
     }
+    // Filter chains of features nobody uses any more (isolation once no
+    // isolated bridge is left, the spoof check once no port is checked).
+    if let Err(e) = rnet_nft::rnet::prune_features(&mut nft) {
+        errs.push(nft_error("removing unused feature chains")(e));
+    }
     match errs.into_iter().next() {
         Some(e) => Err(e),
         None => Ok(()),
@@ -434,11 +440,18 @@ mod tests {
 
     #[test]
     fn golden_tables() {
-        let text = Ruleset::new()
-            .table(inet_table())
-            .table(bridge_table())
-            .render()
-            .unwrap();
+        // The tables with the isolation and spoof-check elements in use:
+        // their feature chains are rendered too.
+        let mut rs = Ruleset::new().table(inet_table()).table(bridge_table());
+        for t in &mut rs.tables {
+            let (set, key) = match t.family {
+                Family::Inet => (sets::ISOLATED, ifname("cni0")),
+                _ => (sets::SPOOF_PORTS, ifname("veth0")),
+            };
+            t.elements_mut(set).unwrap().push(Element::new(vec![key]));
+        }
+        rnet_nft::rnet::with_features(&mut rs);
+        let text = rs.render().unwrap();
         for line in [
             "ip saddr @masq4 oifname != @bridges ip daddr != 224.0.0.0/4 masquerade",
             "ip6 saddr @masq6 oifname != @bridges ip6 daddr != ff00::/8 masquerade",

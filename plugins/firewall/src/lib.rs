@@ -8,7 +8,8 @@
 //!
 //! * `open` (default): the container's addresses are admitted: they go into
 //!   the sets `fw_allowed4/6`, whose established and related traffic rnet's
-//!   `forward` chain accepts before its own isolation rules;
+//!   `forward` chain (present while some bridge is isolated) accepts before
+//!   its isolation rules;
 //! * `same-bridge` (and `isolated`, treated alike): additionally the
 //!   container's bridge is isolated from every other rnet bridge (the bridge
 //!   joins the `isolated` set, as the bridge plugin's `isolation` option does).
@@ -341,6 +342,9 @@ impl Plugin for FirewallPlugin {
                 let _ = std::fs::remove_file(path);
             }
         }
+        // The isolation chain goes once no bridge is isolated any more.
+        rnet_nft::rnet::prune_features(&mut nft)
+            .map_err(nft_error("removing unused feature chains"))?;
         nft.close_in_background();
         Ok(())
     }

@@ -35,12 +35,15 @@
 //!   `route_localnet=1`; it is set on the container's bridge only, never on
 //!   `all`, and `pm_raw` drops every packet to 127.0.0.0/8 that does not come
 //!   from `lo`, so neighbours cannot reach the host's 127.0.0.1 services
-//!   (kube-proxy's CVE-2020-8558). `::1` is never mapped (it cannot leave
+//!   (kube-proxy's CVE-2020-8558). The bridge joins the set `localnet` in
+//!   the ADD's transaction, which brings `pm_raw` before the sysctl is set;
+//!   it stays while the bridge exists. `::1` is never mapped (it cannot leave
 //!   the host; as in the reference).
 //! * New connections from anything but an rnet bridge or `lo` straight to
 //!   the address of a container with published ports are dropped
 //!   (`pm_guard`, after conntrack, before DNAT, so replies of the container's
-//!   own outbound flows pass). `"rnetRouted": true` opts a network out when
+//!   own outbound flows pass; the chain exists while some address is
+//!   published). `"rnetRouted": true` opts a network out when
 //!   its container addresses are routed on purpose.
 //! * A host port already published by another attachment is CNI error 120
 //!   naming the port and its owner, and nothing changes (the exclusive add

@@ -505,15 +505,24 @@ pub fn cmd_add(args: &CmdArgs) -> Result<CniResult, CniError> {
             // A repeated ADD with other mappings: the old ones go first.
             uninstall(&mut nft, o, &cfg.state_root)?;
         }
+        // The elements first: `localnet` brings the 127.0.0.0/8 guard
+        // (`pm_raw`) before `route_localnet` is turned on.
+        install(&mut nft, &st, &cfg.state_root)?;
+        trace.at("installed");
         if cfg.snat && st.ports.iter().any(|p| p.addr.is_ipv4()) {
             if let Some(br) = &st.bridge {
-                enable_route_localnet(br)?;
+                if let Err(e) = enable_route_localnet(br) {
+                    // Rolled back: the ports of this ADD go again.
+                    if let Err(u) = uninstall(&mut nft, &st, &cfg.state_root) {
+                        eprintln!("rnet-portmap: rollback after a failed ADD: {}", u.msg);
+                    }
+                    return Err(e);
+                }
             }
         }
         trace.at("sysctl");
-        install(&mut nft, &st, &cfg.state_root)
+        Ok(())
     })();
-    trace.at("installed");
     // The last close of an nf_tables socket waits for the kernel's deferred
     // cleanup (an RCU grace period, ~10 ms); let a child do that.
     nft.close_in_background();
@@ -639,7 +648,47 @@ pub fn cmd_status(args: &CmdArgs) -> Result<(), CniError> {
 pub fn cmd_gc(args: &CmdArgs, valid: &[Attachment]) -> Result<(), CniError> {
     let cfg = Config::parse(&args.conf)?;
     let mut nft = open_nft()?;
-    gc(&mut nft, &cfg, valid)
+    let res = gc(&mut nft, &cfg, valid);
+    let mut nl = Netlink::new().ok();
+    let gone = |br: &str| {
+        nl.as_mut()
+            .is_some_and(|nl| matches!(nl.link_by_name(br), Ok(None)))
+    };
+    if let Err(e) = gc_localnet(&mut nft, gone) {
+        eprintln!("rnet-portmap: GC: {}", e.msg);
+    }
+    res
+}
+
+/// GC of `localnet`: the bridges that no longer exist leave the set (and,
+/// with the last one, the 127.0.0.0/8 guard goes at the next prune).
+pub fn gc_localnet<B: Backend + ?Sized>(
+    b: &mut B,
+    mut gone: impl FnMut(&str) -> bool,
+) -> Result<(), CniError> {
+    let els = match b.list_elements(Family::Inet, TABLE, sets::LOCALNET) {
+        Ok(els) => els,
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => {
+            return Err(CniError::new(
+                code::NFTABLES,
+                format!("listing localnet: {e}"),
+            ));
+        }
+    };
+    let stale: Vec<Element> = els
+        .into_iter()
+        .filter(|e| matches!(e.key.first(), Some(KeyPart::IfName(n)) if gone(n)))
+        .collect();
+    if stale.is_empty() {
+        return Ok(());
+    }
+    let mut del = Batch::new(Family::Inet);
+    del.delete_elements_lenient(TABLE, sets::LOCALNET, &stale);
+    b.commit(&del)
+        .map_err(|e| CniError::new(code::NFTABLES, format!("GC of localnet: {e}")))?;
+    shared::prune_features(b).map_err(nft_err("removing unused feature chains"))?;
+    Ok(())
 }
 
 /// GC against any backend.
@@ -696,6 +745,11 @@ pub fn gc<B: Backend + CondChains + ?Sized>(
         if let Err(e) = prune_chains(b, &cfg.state_root, None) {
             errs.push(e);
         }
+    }
+    // Filter chains of features nobody uses any more (the published-address
+    // guard once no port is published).
+    if let Err(e) = shared::prune_features(b) {
+        errs.push(nft_err("removing unused feature chains")(e));
     }
     match errs.into_iter().next() {
         Some(e) => Err(e),
@@ -780,6 +834,7 @@ add element inet rnet hairpin4 { \"cni0\" . 10.88.0.2 comment \"net1/c1/eth0\" }
 add element inet rnet hairpin6 { \"cni0\" . fd00::2 comment \"net1/c1/eth0\" }
 add element inet rnet published4 { 10.88.0.2 comment \"net1/c1/eth0\" }
 add element inet rnet published6 { fd00::2 comment \"net1/c1/eth0\" }
+add element inet rnet localnet { \"cni0\" }
 ";
         assert_eq!(st.add_batch().render(), want_add);
         let want_del = "\
@@ -1036,6 +1091,7 @@ add element inet rnet hairpin4 {{ \"cni0\" . 10.88.0.2 comment \"net1/c1/eth0\" 
 add element inet rnet hairpin6 {{ \"cni0\" . fd00::2 comment \"net1/c1/eth0\" }}
 add element inet rnet published4 {{ 10.88.0.2 comment \"net1/c1/eth0\" }}
 add element inet rnet published6 {{ fd00::2 comment \"net1/c1/eth0\" }}
+add element inet rnet localnet {{ \"cni0\" }}
 "
         );
         assert_eq!(st.add_batch().render(), want_add);

@@ -358,7 +358,24 @@ impl AttachmentState {
         for (set, els) in self.set_elements() {
             b.add_elements(TABLE, set, &els);
         }
+        if let Some(br) = self.localnet_bridge() {
+            // Shared by every attachment on the bridge and never deleted by
+            // DEL: `route_localnet` stays on (GC removes it with the bridge).
+            b.add_elements(
+                TABLE,
+                sets::LOCALNET,
+                &[Element::new(vec![KeyPart::IfName(br.to_owned())])],
+            );
+        }
         b
+    }
+
+    /// The bridge on which ADD turns `route_localnet` on (localhost
+    /// publishing, `snat` with IPv4 ports), if any.
+    pub fn localnet_bridge(&self) -> Option<&str> {
+        self.bridge
+            .as_deref()
+            .filter(|_| self.hairpin && self.ports.iter().any(|p| p.addr.is_ipv4()))
     }
 
     /// DEL: lenient deletes of everything [`Self::add_batch`] adds.

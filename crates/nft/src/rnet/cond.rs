@@ -954,17 +954,7 @@ fn check_cond_chain(name: &str) -> Result<(), NftError> {
 /// The `nft -f` text that creates or refills `chain` in `inet rnet`.
 pub fn put_chain_text(chain: &Chain) -> Result<String, NftError> {
     check_cond_chain(&chain.name)?;
-    let n = &chain.name;
-    let mut s = format!("add chain inet {TABLE} {n}\nflush chain inet {TABLE} {n}\n");
-    for r in &chain.rules {
-        if r.is_empty() || r.chars().any(|c| c.is_control() || c == ';' || c == '#') {
-            return Err(NftError::invalid(format!(
-                "rule {r:?} of chain {n} must be one line without ';' or '#'"
-            )));
-        }
-        let _ = writeln!(s, "add rule inet {TABLE} {n} {r}");
-    }
-    Ok(s)
+    chain.put_text(Family::Inet, TABLE)
 }
 
 impl CondChains for Nft {
