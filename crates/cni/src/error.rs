@@ -54,6 +54,8 @@ pub mod code {
     pub const NO_LEASE: u32 = 116;
     /// rnet: an interface with the requested name already exists in the container.
     pub const INTERFACE_EXISTS: u32 = 113;
+    /// rnet: the bridge already has 1023 ports, the most a Linux bridge can have.
+    pub const BRIDGE_FULL: u32 = 117;
     /// rnet: a host port is already published by another attachment.
     pub const PORT_TAKEN: u32 = 120;
     /// rnet: the DNS resolver could not be started, bind, or persist.

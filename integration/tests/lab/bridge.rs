@@ -922,6 +922,51 @@ fn rollback_on_gateway_conflict_leaves_nothing() {
     net.del(&c1, Some(&r));
 }
 
+/// A Linux bridge takes at most 1023 ports (`BR_MAX_PORTS`): the next ADD
+/// is error 117 naming the bridge, and leaves nothing behind (the kernel
+/// rolls the new pair back; IPAM comes after the veth).
+#[test]
+fn full_bridge_is_error_117_and_leaves_nothing() {
+    let lab = lab();
+    let net = Net::rnet(
+        &lab,
+        conf(&lab, "full", "br-full", &["10.32.0.0/22"], json!({})),
+    );
+    let c1 = lab.add_container("full1").unwrap();
+    let r1 = net.add(&c1);
+    // 1022 more ports (veth pairs with both ends in the lab host; this
+    // kernel has no dummy driver).
+    let batch = lab.state_dir().join("ports.batch");
+    let lines: String = (1..=1022)
+        .map(|i| format!("link add fd{i} numtxqueues 1 numrxqueues 1 master br-full type veth peer name fp{i} numtxqueues 1 numrxqueues 1\n"))
+        .collect();
+    std::fs::write(&batch, lines).unwrap();
+    let out = lab
+        .host()
+        .output(std::process::Command::new("ip").arg("-batch").arg(&batch))
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let c2 = lab.add_container("full2").unwrap();
+    let out = net.call("ADD", "full2", Some(&c2.netns_path()), "eth0", &net.conf);
+    assert_eq!(error_code(&out), 117, "{}", out.stdout_str());
+    let msg = out.stdout_str();
+    assert!(msg.contains("br-full") && msg.contains("1023"), "{msg}");
+    assert_eq!(rnet_veths(&lab, "full").len(), 1, "only full1's veth");
+    assert!(link(&mut c2.netlink().unwrap(), "eth0").is_none());
+    assert_eq!(lease_files(&lab, "full").len(), 1, "only full1's lease");
+    assert_eq!(state_files(&lab, "full"), 1, "only full1's state");
+    // One port freed: the same ADD works.
+    let mut nl = lab.netlink().unwrap();
+    assert!(nl.link_del_by_name("fd1").unwrap());
+    let r2 = net.add(&c2);
+    net.del(&c2, Some(&r2));
+    net.del(&c1, Some(&r1));
+}
+
 #[test]
 fn interface_exists_is_an_error_and_keeps_the_existing_one() {
     let lab = lab();

@@ -151,7 +151,7 @@ fn add_inner(
         alias: Some(&tag),
         host_no_ipv6_ll: true,
     };
-    let (host_idx, peer_idx) = create_veth(&mut nl, &spec, ns, &tag)?;
+    let (host_idx, peer_idx) = create_veth(&mut nl, &spec, &conf.bridge, ns, &tag)?;
     undo.veth = Some(host_name.clone());
     trace.at("veth");
 
@@ -385,6 +385,7 @@ fn vlan_unsupported(what: &str, e: NetlinkError) -> CniError {
 fn create_veth(
     nl: &mut Netlink,
     spec: &VethSpec<'_>,
+    bridge: &str,
     ns: &NetNs,
     tag: &str,
 ) -> Result<(u32, Option<u32>), CniError> {
@@ -477,6 +478,19 @@ fn create_veth(
                         ))(e));
                     }
                 }
+            }
+            Err(e) if e.errno() == Some(libc::EXFULL) && spec.master.is_some() => {
+                // The kernel rolled the new pair back (enslaving is part of
+                // the creation request).
+                return Err(CniError::new(
+                    code::BRIDGE_FULL,
+                    format!(
+                        "bridge {} already has 1023 ports, the most a Linux bridge can have \
+                         (the kernel answered EXFULL); attach the container to another network, \
+                         or remove stale containers (rnet gc)",
+                        bridge
+                    ),
+                ));
             }
             Err(e) => {
                 return Err(nl_err(format!(
