@@ -701,6 +701,23 @@ fn v4_only_interface_has_no_ipv6() {
             Vec::<String>::new(),
             "{name}: host veth"
         );
+        // No IPv6 on the bridge port at all: no per-port multicast route in
+        // the host's IPv6 table (each one made every link event slower).
+        assert_eq!(
+            read_sysctl(
+                lab.host(),
+                &format!("net/ipv6/conf/{}/disable_ipv6", hv.name)
+            )
+            .unwrap(),
+            "1",
+            "{name}: host veth"
+        );
+        let routes = lab
+            .host()
+            .output(std::process::Command::new("ip").args(["-6", "route", "show", "table", "all"]))
+            .unwrap();
+        let routes = String::from_utf8_lossy(&routes.stdout).into_owned();
+        assert!(!routes.contains(&hv.name), "{name}: {routes}");
         let gw: IpAddr = r["ips"][0]["gateway"].as_str().unwrap().parse().unwrap();
         ping(c.ns(), gw, T).unwrap();
         net.del(&c, Some(&r));

@@ -153,6 +153,7 @@ fn add_inner(
     };
     let (host_idx, peer_idx) = create_veth(&mut nl, &spec, &conf.bridge, ns, &tag)?;
     undo.veth = Some(host_name.clone());
+    disable_port_ipv6(&host_name);
     trace.at("veth");
 
     // IPAM after the veth (a repeated ADD that fails on the veth must not
@@ -499,6 +500,23 @@ fn create_veth(
                 ))(e));
             }
         }
+    }
+}
+
+/// IPv6 off on the host veth: a bridge port needs no layer 3. Without this
+/// the kernel gives every port, once its carrier is up, a multicast route
+/// (`ff00::/8 dev vethX table local`), and every link event of any device
+/// walks the whole IPv6 routing table: with 900 ports that made each ADD
+/// 0.24 ms slower (BENCHMARKS.md, section 4). Bridged IPv6 traffic does not
+/// depend on it. Best effort: a kernel without IPv6 has no such setting, and
+/// the port already has no IPv6 address (`host_no_ipv6_ll`).
+fn disable_port_ipv6(host: &str) {
+    let key = format!("net.ipv6.conf.{host}.disable_ipv6");
+    match rnet_netlink::sysctl_set(&key, "1") {
+        Ok(()) => {}
+        Err(rnet_netlink::NetlinkError::Sysctl { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => eprintln!("rnet-bridge: cannot turn IPv6 off on the bridge port {host}: {e}"),
     }
 }
 
