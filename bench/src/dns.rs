@@ -13,7 +13,12 @@
 //! Measured per server and name count:
 //! - per query kind (bare name, name.domain, unknown name in the domain,
 //!   a mix with AAAA and PTR): QPS and lost queries from one `dnsperf` run,
-//!   p50/p99 from a second run with `-v` (every answered query's latency);
+//!   p50/p99 from a second run with `-v` (every answered query's latency),
+//!   and the server's own CPU time during the QPS run (`/proc/PID/stat`):
+//!   on two cores one dnsperf saturates its CPU at about 140k QPS, so a
+//!   server below 100% of its CPU is waiting for the client, and queries
+//!   per server CPU-second is its capacity; both ratios are printed against
+//!   aardvark-dns and dnsmasq, cell by cell;
 //! - RSS (VmRSS) once the names are loaded and after the query runs, and
 //!   the high-water mark (VmHWM);
 //! - start-up: from exec to the first correct answer for the last name, with
@@ -460,6 +465,12 @@ impl Server<'_> {
 
 struct Perf {
     qps: f64,
+    /// Queries answered per second of the server's own CPU time (user +
+    /// system, all its threads) during the QPS run: its capacity, which the
+    /// measured QPS shows only while the client is not the bottleneck.
+    qps_per_cpu: f64,
+    /// The server's CPU time during the QPS run, as a share of the run.
+    cpu_share: f64,
     lost: u64,
     p50_us: f64,
     p99_us: f64,
@@ -497,7 +508,26 @@ fn query_file(dir: &Path, kind: &str, n: usize, domain: &str) -> Result<PathBuf>
     Ok(p)
 }
 
-fn dnsperf(client: &netns_fixtures::Container, file: &Path, secs: u32) -> Result<Perf> {
+/// CPU time of process `pid` (user + system, every thread) from
+/// `/proc/PID/stat`, in seconds (ticks of USER_HZ, 100 on Linux).
+fn cpu_secs(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = s.rfind(')').and_then(|i| s.get(i + 2..)).unwrap_or("");
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // Fields 14 and 15 of stat(5); `after` starts at field 3.
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    ticks as f64 / 100.0
+}
+
+fn dnsperf(
+    client: &netns_fixtures::Container,
+    server_pid: u32,
+    file: &Path,
+    secs: u32,
+) -> Result<Perf> {
     let run = |verbose: bool| -> Result<String> {
         let mut cmd = Command::new("taskset");
         cmd.args(["-c", "1", "dnsperf", "-s", &GW.to_string(), "-d"])
@@ -512,7 +542,9 @@ fn dnsperf(client: &netns_fixtures::Container, file: &Path, secs: u32) -> Result
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     };
+    let cpu0 = cpu_secs(server_pid);
     let text = run(false)?;
+    let cpu = cpu_secs(server_pid) - cpu0;
     let field = |k: &str| -> String {
         text.lines()
             .find(|l| l.trim_start().starts_with(k))
@@ -521,6 +553,8 @@ fn dnsperf(client: &netns_fixtures::Container, file: &Path, secs: u32) -> Result
     };
     let first = |k: &str| field(k).split_whitespace().next().unwrap_or("").to_owned();
     let qps: f64 = first("Queries per second").parse().unwrap_or(0.0);
+    let completed: f64 = first("Queries completed").parse().unwrap_or(0.0);
+    let elapsed: f64 = first("Run time (s)").parse().unwrap_or(f64::from(secs));
     let lost: u64 = first("Queries lost").parse().unwrap_or(0);
     let rcodes = field("Response codes");
     let vtext = run(true)?;
@@ -536,6 +570,8 @@ fn dnsperf(client: &netns_fixtures::Container, file: &Path, secs: u32) -> Result
     };
     Ok(Perf {
         qps,
+        qps_per_cpu: if cpu > 0.0 { completed / cpu } else { 0.0 },
+        cpu_share: if elapsed > 0.0 { cpu / elapsed } else { 0.0 },
         lost,
         p50_us: pct(0.50),
         p99_us: pct(0.99),
@@ -630,12 +666,23 @@ struct Asked {
     slowest: Duration,
 }
 
+/// One QPS measurement, for the ratio table.
+struct Cell {
+    server: &'static str,
+    n: usize,
+    kind: String,
+    qps: f64,
+    qps_per_cpu: f64,
+    p99_us: f64,
+}
+
 fn one(
     kind: Kind,
     n: usize,
     o: &DnsOpts,
     exe: &Path,
     perf_rows: &mut String,
+    cells: &mut Vec<Cell>,
 ) -> Result<Option<Row>> {
     if kind == Kind::Aardvark && !Path::new(AARDVARK).is_file() {
         return Ok(None);
@@ -715,12 +762,22 @@ fn one(
     let (rss_loaded, _) = rss_kb(srv.proc.pid);
     for qk in o.dns_kinds.split(',').map(str::trim) {
         let file = query_file(lab.state_dir(), qk, n, kind.domain())?;
-        let p = dnsperf(&client, &file, o.dns_secs)?;
+        let p = dnsperf(&client, srv.proc.pid, &file, o.dns_secs)?;
+        cells.push(Cell {
+            server: kind.name(),
+            n,
+            kind: qk.to_owned(),
+            qps: p.qps,
+            qps_per_cpu: p.qps_per_cpu,
+            p99_us: p.p99_us,
+        });
         let _ = writeln!(
             perf_rows,
-            "| {} | {n} | {qk} | {:.0} | {} | {:.0} | {:.0} | {} |",
+            "| {} | {n} | {qk} | {:.0} | {:.0}% | {:.0} | {} | {:.0} | {:.0} | {} |",
             kind.name(),
             p.qps,
+            p.cpu_share * 100.0,
+            p.qps_per_cpu,
             p.lost,
             p.p50_us,
             p.p99_us,
@@ -760,6 +817,52 @@ fn one(
     }))
 }
 
+/// rnet-dns against `other`, cell by cell: QPS, QPS per server CPU-second,
+/// and whether rnet's p99 is lower; then the smallest ratios.
+fn ratio_table(cells: &[Cell], ours: &str, other: &str) {
+    let pairs: Vec<(&Cell, &Cell)> = cells
+        .iter()
+        .filter(|a| a.server == ours)
+        .filter_map(|a| {
+            cells
+                .iter()
+                .find(|b| b.server == other && b.n == a.n && b.kind == a.kind)
+                .map(|b| (a, b))
+        })
+        .collect();
+    if pairs.is_empty() {
+        return;
+    }
+    println!("{ours} / {other}, cell by cell:\n");
+    println!("| names | kind | QPS ratio | QPS per server CPU-s ratio | p99 lower |");
+    println!("|---|---|---|---|---|");
+    let ratio = |x: f64, y: f64| if y > 0.0 { x / y } else { f64::INFINITY };
+    for (a, b) in &pairs {
+        println!(
+            "| {} | {} | {:.2} | {:.2} | {} |",
+            a.n,
+            a.kind,
+            ratio(a.qps, b.qps),
+            ratio(a.qps_per_cpu, b.qps_per_cpu),
+            if a.p99_us < b.p99_us { "yes" } else { "no" }
+        );
+    }
+    let min = |f: &dyn Fn(&Cell, &Cell) -> f64| {
+        pairs
+            .iter()
+            .map(|(a, b)| f(a, b))
+            .fold(f64::INFINITY, f64::min)
+    };
+    println!(
+        "\nsmallest {ours}/{other} ratio over {} cells: QPS **{:.2}**, QPS per server CPU-s **{:.2}**; p99 lower in {} of {}\n",
+        pairs.len(),
+        min(&|a, b| ratio(a.qps, b.qps)),
+        min(&|a, b| ratio(a.qps_per_cpu, b.qps_per_cpu)),
+        pairs.iter().filter(|(a, b)| a.p99_us < b.p99_us).count(),
+        pairs.len()
+    );
+}
+
 /// Runs the DNS scenario and prints its tables.
 pub(crate) fn dns(o: &DnsOpts, rnet_dir: &Path) -> Result<()> {
     let exe = rnet_dir.join("rnet-dns");
@@ -790,6 +893,7 @@ pub(crate) fn dns(o: &DnsOpts, rnet_dir: &Path) -> Result<()> {
     rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
         .context("becoming a child subreaper")?;
     let mut perf_rows = String::new();
+    let mut cells = Vec::new();
     let mut rows = Vec::new();
     let mut notes = Vec::new();
     let mut result = Ok(());
@@ -799,7 +903,7 @@ pub(crate) fn dns(o: &DnsOpts, rnet_dir: &Path) -> Result<()> {
                 (Kind::Baseline, Some(b)) => b.clone(),
                 _ => exe.clone(),
             };
-            match one(k, n, o, &exe, &mut perf_rows) {
+            match one(k, n, o, &exe, &mut perf_rows, &mut cells) {
                 Ok(Some(r)) => rows.push(r),
                 Ok(None) => notes.push(format!("{} is not installed", k.name())),
                 Err(e) => {
@@ -816,10 +920,17 @@ pub(crate) fn dns(o: &DnsOpts, rnet_dir: &Path) -> Result<()> {
         "dnsperf -c 4 -q 200 -t 2 (a query unanswered after 2 s is lost) from a container's namespace, {} s per run (one for QPS, one with -v for latencies); server on CPU 0, dnsperf on CPU 1. Kinds: bare `cN`, domain `cN.<domain>`, unknown `nopeN.<domain>`, mixed (bare, domain, unknown, AAAA, PTR).\n",
         o.dns_secs
     );
-    println!("| server | names | kind | QPS | lost | p50 µs | p99 µs | rcodes |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| server | names | kind | QPS | server CPU | QPS per server CPU-s | lost | p50 µs | p99 µs | rcodes |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     print!("{perf_rows}");
     println!();
+    println!(
+        "Server CPU: the server's own CPU time (user + system, all threads, from /proc/PID/stat) during the QPS run, as a share of one CPU. A server below 100% is waiting for the client: its QPS is the client's ceiling, and QPS per server CPU-second is its capacity.\n"
+    );
+    ratio_table(&cells, "rnet-dns", "aardvark-dns");
+    ratio_table(&cells, "rnet-dns", "dnsmasq");
     println!(
         "Start-up: exec to the first answer for the last name, names already in the server's state. Registration: start to the first correct answer for the new name ({} per cell, each asked at once and then every 0.5 ms) while another thread asks for an existing name in a loop.\n",
         o.dns_changes
