@@ -680,6 +680,71 @@ fn setup_two(lab: &Lab) -> (Net<'_>, Container, Container, SocketAddr, IpAddr) {
     (n1, stable, asker, gw_of(&rs), ip_of(&rs, true))
 }
 
+/// Bursts from several sockets at once (the resolver takes queued queries
+/// in batches and answers each batch with one `sendmmsg`): every query is
+/// answered, once, to the socket that asked, with its own ID and the right
+/// address; an unknown name in the same burst gets NXDOMAIN.
+#[test]
+fn bursts_are_answered_to_each_asker() {
+    let lab = lab();
+    let _g = ResolverGuard(dns_dir(&lab));
+    let (_n1, _stable, asker, gw, want) = setup_two(&lab);
+    let query = |id: u16, name: &str| {
+        let mut q = vec![(id >> 8) as u8, id as u8, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        for l in name.split('.') {
+            q.push(l.len() as u8);
+            q.extend_from_slice(l.as_bytes());
+        }
+        q.extend_from_slice(&[0, 0, 1, 0, 1]);
+        q
+    };
+    let socks: Vec<UdpSocket> = (0..4)
+        .map(|_| {
+            let s = asker
+                .ns()
+                .run(|| UdpSocket::bind("0.0.0.0:0"))
+                .unwrap()
+                .unwrap();
+            s.connect(gw).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            s
+        })
+        .collect();
+    // 4 sockets x 30 queries, all sent before any answer is read; every
+    // fifth asks for a name that does not exist.
+    for (k, s) in socks.iter().enumerate() {
+        for i in 0..30u16 {
+            let id = (k as u16) * 1000 + i;
+            let name = if i % 5 == 4 { "nosuchname" } else { "stable" };
+            s.send(&query(id, name)).unwrap();
+        }
+    }
+    for (k, s) in socks.iter().enumerate() {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut buf = [0u8; 512];
+        for _ in 0..30 {
+            let n = s
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("socket {k}: only {} of 30 answers: {e}", seen.len()));
+            let id = u16::from_be_bytes([buf[0], buf[1]]);
+            assert!(
+                (k as u16 * 1000..k as u16 * 1000 + 30).contains(&id),
+                "socket {k} got the answer to query {id}"
+            );
+            assert!(seen.insert(id), "socket {k}: answer {id} twice");
+            let rcode = buf[3] & 0x0f;
+            let ancount = u16::from_be_bytes([buf[6], buf[7]]);
+            if id % 5 == 4 {
+                assert_eq!((rcode, ancount), (3, 0), "query {id}: NXDOMAIN");
+            } else {
+                assert_eq!((rcode, ancount), (0, 1), "query {id}");
+                let IpAddr::V4(w) = want else { panic!("v4") };
+                assert_eq!(&buf[n - 4..n], &w.octets(), "query {id}: the address");
+            }
+        }
+    }
+}
+
 #[test]
 fn churn_never_fails_an_existing_name_and_new_names_resolve_at_once() {
     let lab = lab();
