@@ -437,7 +437,13 @@ fn ensure_features<B: Backend + ?Sized>(
         let _lock = if locked {
             None
         } else {
-            Some(lock(state_root)?)
+            let l = lock(state_root)?;
+            // Whoever held the lock before may have made them: ADDs that
+            // start together on a fresh host run `nft` once, not each.
+            if backend.chain_exists(f.family, TABLE, &marker)? {
+                continue;
+            }
+            Some(l)
         };
         match backend.put_chains(f.family, TABLE, &f.chains()) {
             Ok(()) => {}
@@ -450,6 +456,26 @@ fn ensure_features<B: Backend + ?Sized>(
         }
     }
     Ok(())
+}
+
+/// CHECK: the chains missing for the features whose sets `batch` adds to
+/// (an attachment's ADD batch), one line each naming chain and feature.
+pub fn missing_feature_chains<B: Backend + ?Sized>(
+    backend: &mut B,
+    batch: &Batch,
+) -> Result<Vec<String>, NftError> {
+    let mut out = Vec::new();
+    for f in touched_features(batch) {
+        for c in f.chains() {
+            if !backend.chain_exists(f.family, TABLE, &c.name)? {
+                out.push(format!(
+                    "chain {} {TABLE} {} ({}) missing",
+                    f.family, c.name, f.name
+                ));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// How often [`prune_features`] reads again after another commit came
@@ -1476,6 +1502,26 @@ mod tests {
         journal_write(dir.path(), &iso_j).unwrap();
         commit(&mut f, &masq, dir.path()).unwrap();
         assert_eq!(filters(&f), ["pm_guard", "forward"]);
+    }
+
+    #[test]
+    fn check_names_missing_feature_chains() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = FakeBackend::new();
+        let pub4 = one(sets::PUBLISHED4, KeyPart::Ipv4(Ipv4Addr::new(10, 0, 0, 3)));
+        commit(&mut f, &pub4, dir.path()).unwrap();
+        assert!(missing_feature_chains(&mut f, &pub4).unwrap().is_empty());
+        let at = f.generation().unwrap();
+        assert!(
+            f.delete_chains_at(at, &[(Family::Inet, TABLE, "pm_guard")])
+                .unwrap()
+        );
+        let m = missing_feature_chains(&mut f, &pub4).unwrap();
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(m[0].contains("pm_guard") && m[0].contains("published-address guard"));
+        // The next commit that adds to the set puts it back.
+        commit(&mut f, &pub4, dir.path()).unwrap();
+        assert!(missing_feature_chains(&mut f, &pub4).unwrap().is_empty());
     }
 
     #[test]

@@ -997,6 +997,16 @@ fn filter_chains_exist_only_while_used() {
         filter_chains(&lab),
         ["inet rnet/pm_guard", "inet rnet/pm_raw"]
     );
+    // CHECK notices a guard deleted by hand; the next ADD that publishes a
+    // port puts it back.
+    nft(&lab, &["delete", "chain", "inet", "rnet", "pm_guard"]);
+    let err = net.check(&b, maps.clone()).unwrap_err();
+    assert!(format!("{err:?}").contains("pm_guard"), "{err:?}");
+    let d = lab.add_container("fc-d").unwrap();
+    let maps_d = json!([{"hostPort": 8081, "containerPort": 80}]);
+    net.add(&d, maps_d.clone());
+    net.check(&b, maps.clone()).unwrap();
+    net.del(&d, maps_d);
     let mut iso = Net::named(&lab, "isonet", "iso0", "10.78.0", "fd78", json!({}));
     iso.list.plugins[0].insert("isolation".into(), json!(true));
     iso.list.plugins[0].insert("macspoofchk".into(), json!(true));

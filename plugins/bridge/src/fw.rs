@@ -331,7 +331,19 @@ pub fn missing(att: &FwAttachment<'_>) -> Result<Vec<String>, CniError> {
     let comment = comment_for(att.tag);
     let mut nft = Nft::new().map_err(nft_err("opening an nf_tables netlink socket"))?;
     let mut out = Vec::new();
-    for (set, els) in inet_elements(att.bridge, att.isolation, att.masq, &comment) {
+    let inet = inet_elements(att.bridge, att.isolation, att.masq, &comment);
+    let spoof = att
+        .spoof_mac
+        .map(|mac| spoof_elements(att.host_veth, mac, &comment));
+    for b in std::iter::once(batch_of(Family::Inet, &inet))
+        .chain(spoof.as_ref().map(|s| batch_of(Family::Bridge, s)))
+    {
+        out.extend(
+            rnet_nft::rnet::missing_feature_chains(&mut nft, &b)
+                .map_err(nft_err("looking up rnet's feature chains"))?,
+        );
+    }
+    for (set, els) in inet {
         for e in els {
             if !exists(&mut nft, Family::Inet, set, &e)? {
                 out.push(format!(
@@ -341,8 +353,8 @@ pub fn missing(att: &FwAttachment<'_>) -> Result<Vec<String>, CniError> {
             }
         }
     }
-    if let Some(mac) = att.spoof_mac {
-        for (set, els) in spoof_elements(att.host_veth, mac, &comment) {
+    if let Some(spoof) = spoof {
+        for (set, els) in spoof {
             for e in els {
                 if !exists(&mut nft, Family::Bridge, set, &e)? {
                     out.push(format!(

@@ -358,6 +358,10 @@ pub fn missing<B: Backend + ?Sized>(
         ));
         return Ok(out);
     }
+    out.extend(
+        shared::missing_feature_chains(b, &st.add_batch())
+            .map_err(|e| CniError::new(code::NFTABLES, e.to_string()))?,
+    );
     for c in st.cond_chains() {
         let name = c.name();
         if !b
