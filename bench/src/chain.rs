@@ -24,11 +24,33 @@ pub struct Impl {
     list_json: Value,
     plugin_dir: std::path::PathBuf,
     rnet: bool,
-    containers: Vec<Container>,
+    containers: Vec<Slot>,
+    /// Holder of the scale scenario's container namespaces.
+    holder: Option<crate::holder::Holder>,
+}
+
+/// A container namespace as the runtime side holds it.
+enum Slot {
+    /// By an open handle in this process (the lab fixtures' way).
+    Held(Container),
+    /// By the namespace holder process: no handle here, as a runtime that
+    /// pins namespaces by bind mount has none.
+    Pinned(std::path::PathBuf),
+}
+
+impl Slot {
+    fn netns_path(&self) -> std::path::PathBuf {
+        match self {
+            Slot::Held(c) => c.netns_path(),
+            Slot::Pinned(p) => p.clone(),
+        }
+    }
 }
 
 /// ADD+DEL pairs of the port mapper alone at each scale mark.
-const PM_REPS: usize = 15;
+const PM_REPS: usize = 41;
+/// Timed ADDs per scale mark (their median is reported).
+const WINDOW: usize = 9;
 /// Pause before each timed ADD of the scale scenario: long enough for the
 /// previous calls' deferred work (rnet's lingering nf_tables socket holders,
 /// 100 ms; the kernel's own) to end.
@@ -96,10 +118,11 @@ impl Impl {
             plugin_dir: plugin_dir.to_path_buf(),
             rnet,
             containers: Vec::new(),
+            holder: None,
         })
     }
 
-    fn rt_conf(&self, c: &Container, i: usize, shape: Shape) -> RuntimeConf {
+    fn rt_conf(&self, c: &Slot, i: usize, shape: Shape) -> RuntimeConf {
         let mut caps = serde_json::Map::new();
         if shape.portmap {
             // One mapping per container; distinct host ports so many can coexist.
@@ -123,9 +146,12 @@ impl Impl {
         &self.lab
     }
 
-    /// Container `i`, if created.
+    /// Container `i`, if created and held here.
     pub(crate) fn container(&self, i: usize) -> Option<&Container> {
-        self.containers.get(i)
+        match self.containers.get(i)? {
+            Slot::Held(c) => Some(c),
+            Slot::Pinned(_) => None,
+        }
     }
 
     /// Creates container `i` (not attached yet).
@@ -133,7 +159,18 @@ impl Impl {
         let c = self
             .lab
             .add_container(&format!("c{}", self.containers.len()))?;
-        self.containers.push(c);
+        self.containers.push(Slot::Held(c));
+        Ok(self.containers.len() - 1)
+    }
+
+    /// Creates container `i` in the namespace holder (not attached yet).
+    pub fn new_pinned_container(&mut self) -> Result<usize> {
+        if self.holder.is_none() {
+            self.holder = Some(crate::holder::Holder::start()?);
+        }
+        let h = self.holder.as_mut().context("namespace holder")?;
+        let p = h.new_netns()?;
+        self.containers.push(Slot::Pinned(p));
         Ok(self.containers.len() - 1)
     }
 
@@ -370,13 +407,13 @@ pub fn scale(
         .filter(|m| *m <= n)
         .collect();
     marks.dedup();
-    // The ADDs timed for mark m: the five from m on (from the 2nd for mark
+    // The ADDs timed for mark m: the WINDOW from m on (from the 2nd for mark
     // 1: the 1st, cold ADD creates the bridge and the table and is shown
     // apart), each after a pause so it meets a quiet host with m-1
     // containers attached, not the previous ADD's deferred kernel work.
     let window = |m: usize, i: usize| {
-        let start = m.max(2).min(n.saturating_sub(4).max(1));
-        i >= start && i < start + 5
+        let start = m.max(2).min(n.saturating_sub(WINDOW - 1).max(1));
+        i >= start && i < start + WINDOW
     };
     let mut cold: Vec<Duration> = vec![Duration::ZERO; imps.len()];
     let mut nv = netavark
@@ -390,7 +427,7 @@ pub fn scale(
     // A small window around each mark, median of it, to tame noise.
     for i in 1..=n {
         for (k, imp) in imps.iter_mut().enumerate() {
-            let c = imp.new_container()?;
+            let c = imp.new_pinned_container()?;
             if shape.portmap && i == 1 {
                 std::thread::sleep(SETTLE);
                 let d = imp.portmap_probe(PM_REPS)?;
@@ -423,7 +460,7 @@ pub fn scale(
         at.push(nv.samples().to_vec());
     }
     println!(
-        "## 4. Scale: {n} containers attached without DEL (ADD time in ms, median of the 5 from each mark on, each after a {} ms pause; the cold 1st ADD apart)\n",
+        "## 4. Scale: {n} containers attached without DEL (ADD time in ms, median of the {WINDOW} from each mark on, each after a {} ms pause; the cold 1st ADD apart)\n",
         SETTLE.as_millis()
     );
     let mut header = String::from("| implementation |");

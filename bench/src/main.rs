@@ -11,6 +11,7 @@ mod chain;
 mod datapath;
 mod dns;
 mod footprint;
+mod holder;
 mod netavark;
 
 use anyhow::{Context, Result, bail};
@@ -23,6 +24,9 @@ use std::time::{Duration, Instant};
 #[derive(Parser, Debug)]
 #[command(about = "Benchmark rnet against the reference CNI plugins, side by side")]
 struct Opts {
+    /// Internal: run as the scale scenario's namespace holder (see holder.rs).
+    #[arg(long, hide = true)]
+    hold_netns: bool,
     /// Iterations per implementation and scenario.
     #[arg(long, default_value_t = 300)]
     iterations: usize,
@@ -372,6 +376,9 @@ fn prefill_leases(dir: &Path, subnet: &str, n: usize) -> Result<()> {
 
 fn main() -> Result<()> {
     let o = Opts::parse();
+    if o.hold_netns {
+        return holder::serve();
+    }
     let rnet_dir = match &o.rnet_dir {
         Some(d) => d.clone(),
         None => std::env::current_exe()?
