@@ -573,8 +573,16 @@ pub fn remove(ctx: &Ctx, name: &str) -> Result<()> {
             names.join(", ")
         );
     }
+    // The bridge first, then GC of what the plugins may have left: with the
+    // bridge gone, GC also drops its shared nft elements (the bridge sets,
+    // isolation, localhost publishing) and the filter chains nobody uses
+    // any more.
+    if let Some(br) = n.bridge() {
+        if let Ok(mut nl) = rnet_netlink::Netlink::new() {
+            let _ = nl.link_del_by_name(&br);
+        }
+    }
     if let Some(p) = &n.path {
-        // Clean what the plugins may have left (leases, rules), then the bridge.
         if let Ok(list) = ConfList::load(p) {
             if let Err(errs) = ctx.runtime().gc(&list, &[]) {
                 for e in errs {
@@ -583,11 +591,6 @@ pub fn remove(ctx: &Ctx, name: &str) -> Result<()> {
             }
         }
         std::fs::remove_file(p).with_context(|| format!("cannot remove {}", p.display()))?;
-    }
-    if let Some(br) = n.bridge() {
-        if let Ok(mut nl) = rnet_netlink::Netlink::new() {
-            let _ = nl.link_del_by_name(&br);
-        }
     }
     Ok(())
 }

@@ -427,6 +427,17 @@ fn containers_lifecycle_with_published_port() {
     let leases = lease_count(&cli.state.join("ipam").join("web"));
     assert_eq!(leases, 0);
     cli.ok(&["rm", "web"]);
+    // The network's bridge went, and with it its nft elements and the port
+    // mapper's guards, which nothing uses any more.
+    let out = lab
+        .host()
+        .output(Command::new("nft").args(["list", "ruleset"]))
+        .unwrap();
+    let ruleset = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !ruleset.contains("type filter") && !ruleset.contains("elements"),
+        "{ruleset}"
+    );
 }
 
 #[test]
