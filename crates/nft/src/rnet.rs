@@ -1505,6 +1505,50 @@ mod tests {
     }
 
     #[test]
+    fn v4_tables_are_upgraded_with_their_elements() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = FakeBackend::new();
+        // Session 4's layout: no `localnet` set, every filter chain always there.
+        let mut v4 = ruleset();
+        for t in &mut v4.tables {
+            t.comment = Some("rnet v4".into());
+            t.sets.retain(|s| s.name != sets::LOCALNET);
+            for feat in features() {
+                if feat.family == t.family {
+                    t.chains.extend(feat.chains());
+                }
+            }
+        }
+        f.apply(&v4).unwrap();
+        let masq = one(sets::MASQ4, KeyPart::Ipv4(Ipv4Addr::new(10, 0, 0, 2)));
+        f.commit(&masq).unwrap();
+        // A bridge ADD works on the old table as it is.
+        let masq2 = one(sets::MASQ4, KeyPart::Ipv4(Ipv4Addr::new(10, 0, 0, 5)));
+        commit(&mut f, &masq2, dir.path()).unwrap();
+        assert!(!is_current(&mut f).unwrap());
+        // A port mapper ADD needs `localnet`: the table is replaced by v5,
+        // elements kept, only the chains of features in use.
+        let mut pm = one(sets::PUBLISHED4, KeyPart::Ipv4(Ipv4Addr::new(10, 0, 0, 2)));
+        pm.add_elements(
+            TABLE,
+            sets::LOCALNET,
+            &[Element::new(KeyPart::IfName("cni0".into()))],
+        );
+        commit(&mut f, &pm, dir.path()).unwrap();
+        assert!(is_current(&mut f).unwrap());
+        assert_eq!(
+            f.list_elements(Family::Inet, TABLE, sets::MASQ4)
+                .unwrap()
+                .len(),
+            2
+        );
+        let chains = chains_of(&f, Family::Inet);
+        assert!(chains.iter().any(|c| c == "pm_guard") && chains.iter().any(|c| c == "pm_raw"));
+        assert!(!chains.iter().any(|c| c == "forward"), "{chains:?}");
+        assert!(chains_of(&f, Family::Bridge).is_empty());
+    }
+
+    #[test]
     fn check_names_missing_feature_chains() {
         let dir = tempfile::tempdir().unwrap();
         let mut f = FakeBackend::new();
