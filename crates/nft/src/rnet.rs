@@ -66,7 +66,10 @@
 //!   mapper turned `route_localnet` on) has an element:
 //!   `iifname != "lo" ip daddr 127.0.0.0/8 drop`, so `route_localnet` on a
 //!   bridge never exposes the host's 127.0.0.1 services to the link
-//!   (CVE-2020-8558);
+//!   (CVE-2020-8558). The bridge's `localnet` element is also journaled
+//!   per bridge ([`localnet_record`]), not only per attachment, as the
+//!   sysctl outlives the attachments: a restore brings the guard back while
+//!   the bridge exists;
 //! * `pm_guard` (filter, dstnat - 10, after conntrack, before DNAT) while
 //!   `published4/6` has one: new connections from anything but an rnet
 //!   bridge or `lo` straight to a published container address are dropped;
@@ -476,6 +479,39 @@ pub fn missing_feature_chains<B: Backend + ?Sized>(
         }
     }
     Ok(out)
+}
+
+/// The journal name of `localnet` records: one per bridge, written by the
+/// port mapper when it turns `route_localnet` on and removed only with the
+/// bridge (GC). Unlike an attachment's journal it outlives the attachments,
+/// as the sysctl does: a restore after `nft flush ruleset` must bring the
+/// 127.0.0.0/8 guard back for every bridge that still has it on, even when
+/// no container with published ports is left there.
+pub const LOCALNET_JOURNAL: &str = "localnet";
+
+/// Records `bridge` in the `localnet` journal (once; an existing record is
+/// left alone, so repeated ADDs cost one `stat`).
+pub fn localnet_record(state_root: &Path, bridge: &str) -> Result<(), RnetError> {
+    if journal_path(state_root, LOCALNET_JOURNAL, bridge).exists() {
+        return Ok(());
+    }
+    journal_write(
+        state_root,
+        &Journal {
+            plugin: LOCALNET_JOURNAL.to_owned(),
+            tag: bridge.to_owned(),
+            entries: vec![JournalEntry {
+                family: Family::Inet,
+                set: sets::LOCALNET.to_owned(),
+                element: Element::new(vec![KeyPart::IfName(bridge.to_owned())]),
+            }],
+        },
+    )
+}
+
+/// Removes the `localnet` record of `bridge` (a missing one is fine).
+pub fn localnet_forget(state_root: &Path, bridge: &str) -> Result<(), RnetError> {
+    journal_remove(state_root, LOCALNET_JOURNAL, bridge)
 }
 
 /// How often [`prune_features`] reads again after another commit came

@@ -1056,3 +1056,49 @@ fn filter_chains_exist_only_while_used() {
     assert!(filter_chains(&lab).is_empty(), "{:?}", filter_chains(&lab));
     assert!(nft(&lab, &["list", "ruleset"]).contains("masquerade"));
 }
+
+/// `route_localnet` stays on a bridge after its last published port goes,
+/// so its 127.0.0.0/8 guard must too, also through a firewall reload: the
+/// restore after `nft flush ruleset` brings `pm_raw` back from the bridge's
+/// own record when no container with published ports is left; GC forgets
+/// the record with the bridge.
+#[test]
+fn localhost_guard_survives_a_flush_after_the_last_mapping() {
+    let lab = lab();
+    let _out = outside(&lab);
+    let mut net = Net::new(&lab, json!({}));
+    net.list.version = rnet_cni::Version::V1_1_0;
+    let a = lab.add_container("lg-a").unwrap();
+    let maps = json!([{"hostPort": 8080, "containerPort": 80}]);
+    net.add(&a, maps.clone());
+    net.del(&a, maps);
+    assert_eq!(
+        netns_fixtures::read_sysctl(lab.host(), "net/ipv4/conf/pm0/route_localnet").unwrap(),
+        "1"
+    );
+    nft(&lab, &["flush", "ruleset"]);
+    // The next plugin call restores rnet's tables.
+    let b = lab.add_container("lg-b").unwrap();
+    net.add(&b, json!([]));
+    assert!(
+        filter_chains(&lab).contains(&"inet rnet/pm_raw".to_owned()),
+        "{:?}\n{}\n{:?}",
+        filter_chains(&lab),
+        nft(&lab, &["list", "ruleset"]),
+        std::fs::read_dir(lab.state_dir().join("rnet/nft"))
+            .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
+    );
+    assert!(nft(&lab, &["list", "set", "inet", "rnet", "localnet"]).contains("\"pm0\""));
+    // With the bridge gone, GC forgets it: no guard, no record.
+    net.del(&b, json!([]));
+    let mut nl = lab.netlink().unwrap();
+    assert!(nl.link_del_by_name("pm0").unwrap());
+    let gc = lab.host().run(|| net.rt.gc(&net.list, &[])).unwrap();
+    assert!(gc.is_ok(), "{gc:?}");
+    assert!(filter_chains(&lab).is_empty(), "{:?}", filter_chains(&lab));
+    let records = lab.state_dir().join("rnet/nft/localnet");
+    let left: Vec<_> = std::fs::read_dir(&records)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}

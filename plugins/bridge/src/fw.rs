@@ -383,6 +383,12 @@ pub fn gc(
             let _ = std::fs::remove_file(path);
         }
     }
+    // The port mapper's localhost guard records of bridges that are gone.
+    for (_, j) in rnet_nft::rnet::journal_list(state_root, Some(rnet_nft::rnet::LOCALNET_JOURNAL)) {
+        if !bridge_exists(&j.tag) {
+            let _ = rnet_nft::rnet::localnet_forget(state_root, &j.tag);
+        }
+    }
     let mut nft = Nft::new().map_err(nft_err("opening an nf_tables netlink socket"))?;
     let stale = |c: &str| parse_tag(c).is_some_and(|(n, _, _)| n == network) && !valid.contains(c);
     let mut errs = Vec::new();

@@ -65,6 +65,10 @@ pub fn install<B: Backend + CondChains + ?Sized>(
     let tag = st.tag();
     shared::journal_write(root, &Journal::from_batch(PLUGIN, &tag, &batch))
         .map_err(nft_err("recording the port mapper's nft elements"))?;
+    if let Some(br) = st.localnet_bridge() {
+        shared::localnet_record(root, br)
+            .map_err(nft_err("recording the bridge's localhost guard"))?;
+    }
     let chains = st.cond_chains();
     if chains.is_empty() {
         return install_batch(b, st, &batch, root, false);
@@ -658,7 +662,7 @@ pub fn cmd_gc(args: &CmdArgs, valid: &[Attachment]) -> Result<(), CniError> {
         nl.as_mut()
             .is_some_and(|nl| matches!(nl.link_by_name(br), Ok(None)))
     };
-    if let Err(e) = gc_localnet(&mut nft, gone) {
+    if let Err(e) = gc_localnet(&mut nft, &cfg.state_root, gone) {
         eprintln!("rnet-portmap: GC: {}", e.msg);
     }
     res
@@ -668,8 +672,17 @@ pub fn cmd_gc(args: &CmdArgs, valid: &[Attachment]) -> Result<(), CniError> {
 /// with the last one, the 127.0.0.0/8 guard goes at the next prune).
 pub fn gc_localnet<B: Backend + ?Sized>(
     b: &mut B,
+    root: &Path,
     mut gone: impl FnMut(&str) -> bool,
 ) -> Result<(), CniError> {
+    // The records first: a bridge that is gone is forgotten even when the
+    // table was flushed meanwhile.
+    for (_, j) in shared::journal_list(root, Some(shared::LOCALNET_JOURNAL)) {
+        if gone(&j.tag) {
+            shared::localnet_forget(root, &j.tag)
+                .map_err(nft_err("removing a localhost guard record"))?;
+        }
+    }
     let els = match b.list_elements(Family::Inet, TABLE, sets::LOCALNET) {
         Ok(els) => els,
         Err(e) if e.is_not_found() => return Ok(()),
