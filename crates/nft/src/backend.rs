@@ -80,11 +80,7 @@ impl Backend for Nft {
         table: &str,
         chains: &[Chain],
     ) -> Result<(), NftError> {
-        let mut text = String::new();
-        for c in chains {
-            text.push_str(&c.put_text(family, table)?);
-        }
-        self.apply_ruleset(&text)
+        self.apply_ruleset(&put_text(family, table, chains)?)
     }
     fn delete_chains_at(
         &mut self,
@@ -93,6 +89,15 @@ impl Backend for Nft {
     ) -> Result<bool, NftError> {
         Nft::delete_chains_at(self, at_generation, chains)
     }
+}
+
+/// The `nft -f` text of [`Backend::put_chains`]: [`Chain::put_text`] of each.
+fn put_text(family: Family, table: &str, chains: &[Chain]) -> Result<String, NftError> {
+    let mut text = String::new();
+    for c in chains {
+        text.push_str(&c.put_text(family, table)?);
+    }
+    Ok(text)
 }
 
 /// What [`ensure_ruleset`] did.
@@ -449,10 +454,7 @@ impl Backend for FakeBackend {
         table: &str,
         chains: &[Chain],
     ) -> Result<(), NftError> {
-        let mut text = String::new();
-        for c in chains {
-            text.push_str(&c.put_text(family, table)?);
-        }
+        let text = put_text(family, table, chains)?;
         self.injected("putting chains")?;
         let Some(t) = self
             .state

@@ -206,14 +206,7 @@ pub(crate) fn encode(
 ) -> Result<Encoded, NftError> {
     let mut m = MsgBuf::default();
     let begin_seq = next_seq();
-    let s = m.begin(
-        nl::NFNL_MSG_BATCH_BEGIN,
-        nl::NLM_F_REQUEST,
-        begin_seq,
-        0,
-        nl::NFNL_SUBSYS_NFTABLES,
-    );
-    m.end(s);
+    m.batch_begin(begin_seq, None);
     let mut msgs = Vec::new();
     for (i, op) in ops.iter().enumerate() {
         let (ty, flags) = match op.kind {
@@ -257,15 +250,7 @@ pub(crate) fn encode(
             });
         }
     }
-    let end_seq = next_seq();
-    let s = m.begin(
-        nl::NFNL_MSG_BATCH_END,
-        nl::NLM_F_REQUEST,
-        end_seq,
-        0,
-        nl::NFNL_SUBSYS_NFTABLES,
-    );
-    m.end(s);
+    m.batch_end(next_seq());
     Ok(Encoded {
         bytes: m.buf,
         begin_seq,

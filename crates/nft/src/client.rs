@@ -251,15 +251,7 @@ impl Nft {
         }
         let mut m = MsgBuf::default();
         let begin_seq = self.conn.next_seq();
-        let s = m.begin(
-            nl::NFNL_MSG_BATCH_BEGIN,
-            nl::NLM_F_REQUEST,
-            begin_seq,
-            0,
-            nl::NFNL_SUBSYS_NFTABLES,
-        );
-        m.attr_be32(nl::NFNL_BATCH_GENID, at_generation);
-        m.end(s);
+        m.batch_begin(begin_seq, Some(at_generation));
         let mut seqs = Vec::with_capacity(chains.len());
         for (family, table, chain) in chains {
             crate::model::check_name("table", table)?;
@@ -277,15 +269,7 @@ impl Nft {
             m.end(s);
             seqs.push(seq);
         }
-        let end_seq = self.conn.next_seq();
-        let s = m.begin(
-            nl::NFNL_MSG_BATCH_END,
-            nl::NLM_F_REQUEST,
-            end_seq,
-            0,
-            nl::NFNL_SUBSYS_NFTABLES,
-        );
-        m.end(s);
+        m.batch_end(self.conn.next_seq());
         let names: Vec<String> = chains
             .iter()
             .map(|(f, t, c)| format!("{f} {t} {c}"))

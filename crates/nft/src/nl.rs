@@ -125,6 +125,35 @@ impl MsgBuf {
         start
     }
 
+    /// A batch's `NFNL_MSG_BATCH_BEGIN`, with `NFNL_BATCH_GENID` when a
+    /// generation is given (the kernel then refuses the batch with
+    /// `ERESTART` unless the ruleset is still at it).
+    pub(crate) fn batch_begin(&mut self, seq: u32, generation: Option<u32>) {
+        let s = self.begin(
+            NFNL_MSG_BATCH_BEGIN,
+            NLM_F_REQUEST,
+            seq,
+            0,
+            NFNL_SUBSYS_NFTABLES,
+        );
+        if let Some(g) = generation {
+            self.attr_be32(NFNL_BATCH_GENID, g);
+        }
+        self.end(s);
+    }
+
+    /// A batch's `NFNL_MSG_BATCH_END`.
+    pub(crate) fn batch_end(&mut self, seq: u32) {
+        let s = self.begin(
+            NFNL_MSG_BATCH_END,
+            NLM_F_REQUEST,
+            seq,
+            0,
+            NFNL_SUBSYS_NFTABLES,
+        );
+        self.end(s);
+    }
+
     /// Finish the message started at `start` (patch its length).
     pub(crate) fn end(&mut self, start: usize) {
         let len = (self.buf.len() - start) as u32;
