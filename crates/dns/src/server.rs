@@ -4,8 +4,8 @@
 //! UDP, the hot path, runs on one dedicated OS thread per listen address with
 //! a blocking socket: `recvmmsg` (up to [`UDP_BATCH`] queued datagrams per
 //! call, blocking only for the first), parse, look up, encode, and one
-//! `sendmmsg` for the answers; no task wake-ups, no allocation for local
-//! answers. Under load that is two system calls per batch instead of two per
+//! `sendmmsg` for the answers; no task wake-ups, no allocation per local
+//! answer (a few per batch, for the `sendmmsg` headers). Under load that is two system calls per batch instead of two per
 //! query (each also takes and drops a reference on the socket, as the
 //! process is multi-threaded). The thread reads the current
 //! snapshot through a generation counter: one atomic load per query, and only
