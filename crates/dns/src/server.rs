@@ -2,7 +2,7 @@
 //! control request handler.
 //!
 //! UDP, the hot path, runs on one dedicated OS thread per listen address with
-//! a blocking socket: `recvmmsg` (up to [`UDP_BATCH`] queued datagrams per
+//! a blocking socket: `recvmmsg` (up to `UDP_BATCH` (16) queued datagrams per
 //! call, blocking only for the first), parse, look up, encode, and one
 //! `sendmmsg` for the answers; no task wake-ups, no allocation per local
 //! answer (a few per batch, for the `sendmmsg` headers). Under load that is two system calls per batch instead of two per
