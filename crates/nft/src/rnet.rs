@@ -521,7 +521,7 @@ const PRUNE_ATTEMPTS: usize = 5;
 /// GC of [`Feature`] chains: deletes the chains of every feature none of
 /// whose sets has an element, in one transaction at the generation in which
 /// the sets were read (so an element added meanwhile keeps its chains; then
-/// this reads again, at most [`PRUNE_ATTEMPTS`] times). Returns the number
+/// this reads again, at most `PRUNE_ATTEMPTS` (5) times). Returns the number
 /// of chains deleted. No lock: writers never wait for this.
 pub fn prune_features<B: Backend + ?Sized>(backend: &mut B) -> Result<usize, RnetError> {
     for _ in 0..PRUNE_ATTEMPTS {
