@@ -232,6 +232,7 @@ pub struct FakeBackend {
     log: Vec<String>,
     fail_next: Option<i32>,
     generation: u32,
+    failed_commits: u32,
 }
 
 impl FakeBackend {
@@ -277,6 +278,12 @@ impl FakeBackend {
         self.generation = self.generation.wrapping_add(1);
     }
 
+    /// How many batches failed (each a slow abort in the kernel: an RCU
+    /// grace period), injected failures included.
+    pub fn failed_commits(&self) -> u32 {
+        self.failed_commits
+    }
+
     /// Make the next `apply` or `commit` fail with this errno (e.g.
     /// `libc::ENOMEM`), without changing anything; for rollback tests.
     pub fn fail_next(&mut self, errno: i32) {
@@ -290,60 +297,7 @@ impl FakeBackend {
             .find(|t| t.family == family && t.name == table)
     }
 
-    fn injected(&mut self, what: &str) -> Result<(), NftError> {
-        match self.fail_next.take() {
-            Some(errno) => Err(NftError::kernel(
-                errno,
-                format!("{what} (injected failure)"),
-            )),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Backend for FakeBackend {
-    fn table_exists(&mut self, family: Family, table: &str) -> Result<bool, NftError> {
-        Ok(self.table(family, table).is_some())
-    }
-
-    fn table_comment(&mut self, family: Family, table: &str) -> Result<Option<String>, NftError> {
-        self.table(family, table)
-            .map(|t| t.comment.clone())
-            .ok_or_else(|| {
-                NftError::kernel(
-                    libc::ENOENT,
-                    format!("reading the comment of table {family} {table}"),
-                )
-            })
-    }
-
-    fn chain_exists(&mut self, family: Family, table: &str, chain: &str) -> Result<bool, NftError> {
-        Ok(self
-            .table(family, table)
-            .is_some_and(|t| t.chains.iter().any(|c| c.name == chain)))
-    }
-
-    fn set_exists(&mut self, family: Family, table: &str, set: &str) -> Result<bool, NftError> {
-        Ok(self.table(family, table).is_some_and(|t| {
-            t.sets.iter().any(|s| s.name == set) || t.maps.iter().any(|m| m.name == set)
-        }))
-    }
-
-    fn apply(&mut self, ruleset: &Ruleset) -> Result<(), NftError> {
-        let text = ruleset.render()?;
-        self.injected("applying a ruleset")?;
-        for t in &ruleset.tables {
-            self.state
-                .tables
-                .retain(|old| !(old.family == t.family && old.name == t.name));
-            self.state.tables.push(t.clone());
-        }
-        self.log.push(text);
-        self.bump_generation();
-        Ok(())
-    }
-
-    fn commit(&mut self, batch: &Batch) -> Result<(), NftError> {
+    fn commit_inner(&mut self, batch: &Batch) -> Result<(), NftError> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -420,6 +374,82 @@ impl Backend for FakeBackend {
         self.log.push(batch.render());
         self.bump_generation();
         Ok(())
+    }
+
+    fn injected(&mut self, what: &str) -> Result<(), NftError> {
+        match self.fail_next.take() {
+            Some(errno) => Err(NftError::kernel(
+                errno,
+                format!("{what} (injected failure)"),
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Backend for FakeBackend {
+    fn table_exists(&mut self, family: Family, table: &str) -> Result<bool, NftError> {
+        Ok(self.table(family, table).is_some())
+    }
+
+    fn table_comment(&mut self, family: Family, table: &str) -> Result<Option<String>, NftError> {
+        self.table(family, table)
+            .map(|t| t.comment.clone())
+            .ok_or_else(|| {
+                NftError::kernel(
+                    libc::ENOENT,
+                    format!("reading the comment of table {family} {table}"),
+                )
+            })
+    }
+
+    fn chain_exists(&mut self, family: Family, table: &str, chain: &str) -> Result<bool, NftError> {
+        Ok(self
+            .table(family, table)
+            .is_some_and(|t| t.chains.iter().any(|c| c.name == chain)))
+    }
+
+    fn set_exists(&mut self, family: Family, table: &str, set: &str) -> Result<bool, NftError> {
+        Ok(self.table(family, table).is_some_and(|t| {
+            t.sets.iter().any(|s| s.name == set) || t.maps.iter().any(|m| m.name == set)
+        }))
+    }
+
+    fn apply(&mut self, ruleset: &Ruleset) -> Result<(), NftError> {
+        let text = ruleset.render()?;
+        self.injected("applying a ruleset")?;
+        for t in &ruleset.tables {
+            // nft would merge a fresh definition into the existing table and
+            // append its rules a second time: a caller's bug, made loud.
+            if t.fresh && self.table(t.family, &t.name).is_some() {
+                return Err(NftError::NftFailed {
+                    status: 1,
+                    stderr: format!(
+                        "fake: table {} {} rendered as fresh but it exists",
+                        t.family, t.name
+                    ),
+                });
+            }
+        }
+        for t in &ruleset.tables {
+            self.state
+                .tables
+                .retain(|old| !(old.family == t.family && old.name == t.name));
+            let mut t = t.clone();
+            t.fresh = false;
+            self.state.tables.push(t);
+        }
+        self.log.push(text);
+        self.bump_generation();
+        Ok(())
+    }
+
+    fn commit(&mut self, batch: &Batch) -> Result<(), NftError> {
+        let r = self.commit_inner(batch);
+        if r.is_err() {
+            self.failed_commits += 1;
+        }
+        r
     }
 
     fn list_elements(

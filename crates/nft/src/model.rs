@@ -12,6 +12,8 @@
 //! `add table` makes sure the `delete` cannot fail on a fresh host; the
 //! `delete` throws away whatever is there (an old version of our rules, or
 //! half of them after someone's `nft flush`); the definition recreates it.
+//! A table known to be absent ([`Table::fresh`], under the writers' lock) is
+//! rendered without the prelude: a table deletion costs an RCU grace period.
 //! nft sends the whole file as **one** netlink batch, so the kernel applies it
 //! atomically: packets see the old table or the new one, never none.
 //!
@@ -49,6 +51,14 @@ pub struct Table {
     pub maps: Vec<Map>,
     /// Chains, rendered last.
     pub chains: Vec<Chain>,
+    /// The table is known not to exist: render a plain creation, without the
+    /// replace prelude. Deleting a table, even one made in the same
+    /// transaction, makes the closing of nft's socket wait for an RCU grace
+    /// period (10-20 ms here), which a first ADD on a fresh host would pay.
+    /// Only for a caller that holds the lock every rnet writer of the table
+    /// takes: applied over an existing table, the definition would merge into
+    /// it and append its rules a second time.
+    pub fresh: bool,
 }
 
 /// A named set: `set NAME { type T; flags F; elements = { ... } }`.
@@ -144,6 +154,7 @@ impl Table {
             sets: Vec::new(),
             maps: Vec::new(),
             chains: Vec::new(),
+            fresh: false,
         }
     }
 
@@ -183,7 +194,7 @@ impl Table {
             .map(|m| &mut m.elements)
     }
 
-    /// Render this table alone (prelude included).
+    /// Render this table alone (prelude included unless [`Table::fresh`]).
     pub fn render(&self) -> Result<String, NftError> {
         let mut out = String::new();
         self.render_into(&mut out)?;
@@ -194,8 +205,10 @@ impl Table {
         check_name("table", &self.name)?;
         let fam = self.family;
         let name = &self.name;
-        let _ = writeln!(out, "add table {fam} {name}");
-        let _ = writeln!(out, "delete table {fam} {name}");
+        if !self.fresh {
+            let _ = writeln!(out, "add table {fam} {name}");
+            let _ = writeln!(out, "delete table {fam} {name}");
+        }
         let _ = writeln!(out, "table {fam} {name} {{");
         if let Some(c) = &self.comment {
             crate::element::check_comment(c)?;

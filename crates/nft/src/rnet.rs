@@ -1034,8 +1034,9 @@ pub struct Restored {
 }
 
 /// The hot path with the slow path behind it: commit `batch`; if a table or
-/// set is missing (`ENOENT`), lock, retry, and otherwise restore rnet's
-/// tables (see [`restore`]) and retry once more.
+/// set is missing (`ENOENT`), lock, retry if rnet's tables have come back in
+/// the meantime, and otherwise restore rnet's tables (see [`restore`]) and
+/// retry once more.
 ///
 /// The batch's own elements are left out of the restore, so an exclusive add
 /// does not collide with the attachment's own (already journaled) record.
@@ -1050,7 +1051,25 @@ pub fn commit<B: Backend + ?Sized>(
         Err(e) => return Err(e.into()),
     }
     let _lock = lock(state_root)?;
-    commit_locked(backend, batch, state_root)
+    retry_or_restore(backend, batch, state_root)
+}
+
+/// [`commit`] for a caller with reason to think rnet's tables may be missing
+/// (the bridge plugin when it has just created its bridge: the first ADD on a
+/// fresh host): one `GET` per table first, and, if one is missing, the
+/// restore under the lock without trying the batch. The kernel aborts a
+/// failed batch only after an RCU grace period (10-15 ms here), which this
+/// spares a first ADD.
+pub fn commit_probing<B: Backend + ?Sized>(
+    backend: &mut B,
+    batch: &Batch,
+    state_root: &Path,
+) -> Result<(), RnetError> {
+    if tables_present(backend)? {
+        return commit(backend, batch, state_root);
+    }
+    let _lock = lock(state_root)?;
+    retry_or_restore(backend, batch, state_root)
 }
 
 /// [`commit`] for a caller that already holds the lock ([`lock`]): commit
@@ -1067,9 +1086,43 @@ pub fn commit_locked<B: Backend + ?Sized>(
         Err(e) if e.is_not_found() => {}
         Err(e) => return Err(e.into()),
     }
+    restore_then_commit(backend, batch, state_root)
+}
+
+/// With the lock held, after a failed or skipped commit: another writer may
+/// have restored the tables while this one waited for the lock, so the batch
+/// is tried again if they are all there (a few `GET`s); otherwise, or if it
+/// still fails with `ENOENT`, the tables are restored and the batch committed.
+fn retry_or_restore<B: Backend + ?Sized>(
+    backend: &mut B,
+    batch: &Batch,
+    state_root: &Path,
+) -> Result<(), RnetError> {
+    if tables_present(backend)? {
+        return commit_locked(backend, batch, state_root);
+    }
+    restore_then_commit(backend, batch, state_root)
+}
+
+fn restore_then_commit<B: Backend + ?Sized>(
+    backend: &mut B,
+    batch: &Batch,
+    state_root: &Path,
+) -> Result<(), RnetError> {
     restore_excluding(backend, state_root, Some(batch))?;
     backend.commit(batch)?;
     ensure_features(backend, batch, state_root, true)
+}
+
+/// Do all of rnet's tables exist (one `GET` each; their contents and
+/// versions are not checked)?
+fn tables_present<B: Backend + ?Sized>(backend: &mut B) -> Result<bool, NftError> {
+    for family in [Family::Inet, Family::Bridge] {
+        if !backend.table_exists(family, TABLE)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// `rnet reload`: apply [`ruleset`] with every journaled element (and the
@@ -1128,6 +1181,11 @@ fn restore_excluding<B: Backend + ?Sized>(
     exclude: Option<&Batch>,
 ) -> Result<Restored, RnetError> {
     let mut model = ruleset();
+    // A table that does not exist is created without the replace prelude
+    // (see `Table::fresh`): safe, as every rnet writer holds the lock here.
+    for t in &mut model.tables {
+        t.fresh = !backend.table_exists(t.family, &t.name)?;
+    }
     let excluded: HashSet<(Family, String, Vec<KeyPart>)> = exclude
         .map(|b| {
             b.ops()
@@ -1188,6 +1246,9 @@ fn restore_excluding<B: Backend + ?Sized>(
         Err(e) => return Err(e.into()),
     }
     let mut bare = ruleset();
+    for (t, m) in bare.tables.iter_mut().zip(&model.tables) {
+        t.fresh = m.fresh;
+    }
     let refs: Vec<String> = journals
         .iter()
         .flat_map(|(_, j)| j.entries.iter())
@@ -1323,6 +1384,79 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn a_fresh_host_gets_its_tables_without_a_failed_batch_or_a_table_deletion() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = FakeBackend::new();
+        let mut a = Batch::new(Family::Inet);
+        a.add_elements(
+            TABLE,
+            sets::MASQ4,
+            &[Element::new(KeyPart::Ipv4(Ipv4Addr::new(10, 0, 0, 2)))],
+        );
+        commit_probing(&mut f, &a, dir.path()).unwrap();
+        assert_eq!(f.failed_commits(), 0, "no batch tried before the tables");
+        assert!(is_current(&mut f).unwrap());
+        let log = f.log_text();
+        assert!(log.contains("table inet rnet {"), "{log}");
+        assert!(
+            !log.contains("delete table"),
+            "created, not replaced: {log}"
+        );
+        // A second probing commit (another new bridge) finds them: no apply.
+        f.clear_log();
+        let mut b = Batch::new(Family::Inet);
+        b.add_elements(
+            TABLE,
+            sets::MASQ4,
+            &[Element::new(KeyPart::Ipv4(Ipv4Addr::new(10, 0, 0, 3)))],
+        );
+        commit_probing(&mut f, &b, dir.path()).unwrap();
+        assert!(
+            !f.log_text().contains("table inet rnet {"),
+            "{}",
+            f.log_text()
+        );
+        assert_eq!(
+            f.list_elements(Family::Inet, TABLE, sets::MASQ4)
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn an_existing_table_is_replaced_and_a_lost_one_costs_one_failed_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = FakeBackend::new();
+        // An old version of the table, without a set of today's: replaced,
+        // prelude and all, when a batch needs that set.
+        let mut old = ruleset();
+        for t in &mut old.tables {
+            t.comment = Some("rnet v4".into());
+            t.sets.retain(|s| s.name != sets::LOCALNET);
+        }
+        f.apply(&old).unwrap();
+        let mut a = Batch::new(Family::Inet);
+        a.add_elements(
+            TABLE,
+            sets::LOCALNET,
+            &[Element::new(KeyPart::IfName("br0".into()))],
+        );
+        commit(&mut f, &a, dir.path()).unwrap();
+        assert!(is_current(&mut f).unwrap());
+        assert!(f.log_text().contains("delete table inet rnet"));
+        // After a flush: the first try fails (ENOENT), then, under the lock,
+        // the restore without a second failed try.
+        f.flush_ruleset();
+        f.clear_log();
+        let before = f.failed_commits();
+        commit(&mut f, &a, dir.path()).unwrap();
+        assert_eq!(f.failed_commits() - before, 1);
+        assert!(!f.log_text().contains("delete table"), "{}", f.log_text());
+        assert!(is_current(&mut f).unwrap());
     }
 
     #[test]

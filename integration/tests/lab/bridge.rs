@@ -1115,6 +1115,66 @@ fn fifty_parallel_adds() {
     );
 }
 
+/// ADDs that each create their bridge, all at once on a host without rnet's
+/// tables: each checks for the tables before committing, the first under the
+/// lock creates them (without the replace prelude, as they are absent), the
+/// others find them. Created twice, or merged into each other, the base
+/// chains would hold their rules twice.
+#[test]
+fn first_adds_on_new_bridges_create_the_tables_once() {
+    let lab = lab();
+    let nets: Vec<Net<'_>> = (0..8)
+        .map(|i| {
+            Net::rnet(
+                &lab,
+                conf(
+                    &lab,
+                    &format!("first{i}"),
+                    &format!("br-first{i}"),
+                    &[&format!("10.35.{i}.0/24")],
+                    json!({"ipMasq": true}),
+                ),
+            )
+        })
+        .collect();
+    let ctrs: Vec<Container> = (0..8)
+        .map(|i| lab.add_container(&format!("first{i}")).unwrap())
+        .collect();
+    let results: Vec<Value> = std::thread::scope(|s| {
+        let hs: Vec<_> = nets
+            .iter()
+            .zip(&ctrs)
+            .map(|(n, c)| s.spawn(move || n.add(c)))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let rules = nft_ruleset(&lab);
+    assert_eq!(rules.matches("table inet rnet {").count(), 1, "{rules}");
+    assert_eq!(rules.matches("table bridge rnet {").count(), 1, "{rules}");
+    let chain = lab
+        .host()
+        .output(std::process::Command::new("nft").args([
+            "list",
+            "chain",
+            "inet",
+            "rnet",
+            "postrouting",
+        ]))
+        .unwrap();
+    let chain = String::from_utf8_lossy(&chain.stdout).into_owned();
+    assert_eq!(chain.matches("masquerade").count(), 2, "{chain}");
+    for i in 0..8 {
+        assert!(
+            rules.contains(&format!("\"first{i}/first{i}/eth0\"")),
+            "masquerade element of first{i}: {rules}"
+        );
+        assert!(rules.contains(&format!("\"br-first{i}\"")), "{rules}");
+    }
+    for ((n, c), r) in nets.iter().zip(&ctrs).zip(&results) {
+        n.del(c, Some(r));
+    }
+}
+
 // ---------------------------------------------------------------- nftables
 
 #[test]

@@ -136,7 +136,7 @@ fn add_inner(
     trace.at("intent written");
 
     let mut nl = Netlink::new().map_err(nl_err("opening netlink in the host namespace"))?;
-    let br = ensure_bridge(&mut nl, conf)?;
+    let (br, new_bridge) = ensure_bridge(&mut nl, conf)?;
     trace.at("bridge");
 
     let spec = VethSpec {
@@ -251,6 +251,7 @@ fn add_inner(
             masq: &masq,
             isolation: conf.isolation,
             spoof_mac,
+            new_bridge,
         },
         &conf.state_root,
     )?;
@@ -303,8 +304,9 @@ fn host_port_mac() -> [u8; 6] {
 }
 
 /// Creates the bridge, or reuses it if it exists and is a bridge; `accept_ra=0`
-/// on it (CVE-2020-10749), promiscuous mode if asked, up.
-fn ensure_bridge(nl: &mut Netlink, conf: &BridgeConf) -> Result<Link, CniError> {
+/// on it (CVE-2020-10749), promiscuous mode if asked, up. Also says whether
+/// this call created it.
+fn ensure_bridge(nl: &mut Netlink, conf: &BridgeConf) -> Result<(Link, bool), CniError> {
     let name = &conf.bridge;
     let opts = BridgeOpts {
         mtu: conf.mtu,
@@ -368,7 +370,7 @@ fn ensure_bridge(nl: &mut Netlink, conf: &BridgeConf) -> Result<Link, CniError> 
         nl.link_set_up(br.index)
             .map_err(nl_err(format!("setting bridge {name} up")))?;
     }
-    Ok(br)
+    Ok((br, created))
 }
 
 fn vlan_unsupported(what: &str, e: NetlinkError) -> CniError {

@@ -197,6 +197,7 @@ pub fn check(args: &CmdArgs) -> Result<(), CniError> {
         masq: &masq,
         isolation: conf.isolation,
         spoof_mac: if conf.macspoofchk { cont_mac } else { None },
+        new_bridge: false,
     })?);
 
     if diffs.is_empty() {

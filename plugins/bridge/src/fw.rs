@@ -46,6 +46,9 @@ pub struct FwAttachment<'a> {
     pub isolation: bool,
     /// Drop frames from `host_veth` whose source MAC is not this one.
     pub spoof_mac: Option<[u8; 6]>,
+    /// This ADD created the bridge: rnet's tables may not exist yet (a first
+    /// ADD on this host), so their presence is checked before committing.
+    pub new_bridge: bool,
 }
 
 /// The per-attachment elements installed (what DEL removes; the shared
@@ -158,10 +161,17 @@ fn batch_of(family: Family, adds: &[(&'static str, Vec<Element>)]) -> Batch {
 
 /// Commits `batch` through the shared slow path: if rnet's tables are
 /// missing or outdated, they are restored with every plugin's journaled
-/// elements (one `nft -f -`), then the batch is retried.
-fn commit(nft: &mut Nft, batch: &Batch, state_root: &Path) -> Result<(), CniError> {
+/// elements (one `nft -f -`), then the batch is retried. With `probe` (a
+/// bridge this ADD created: likely a fresh host) the tables' presence is
+/// checked first, sparing the kernel's slow abort of a failed batch.
+fn commit(nft: &mut Nft, batch: &Batch, state_root: &Path, probe: bool) -> Result<(), CniError> {
     let family = batch.family();
-    rnet_nft::rnet::commit(nft, batch, state_root).map_err(nft_error(format!(
+    let commit = if probe {
+        rnet_nft::rnet::commit_probing
+    } else {
+        rnet_nft::rnet::commit
+    };
+    commit(nft, batch, state_root).map_err(nft_error(format!(
         "adding elements to table {family} {TABLE}"
     )))
 }
@@ -192,11 +202,11 @@ pub fn install(att: &FwAttachment<'_>, state_root: &Path) -> Result<Installed, C
         .map_err(nft_error("recording the attachment's nft elements"))?;
     let mut nft = Nft::new().map_err(nft_err("opening an nf_tables netlink socket"))?;
     if let Some(b) = &spoof {
-        commit(&mut nft, b, state_root)?;
+        commit(&mut nft, b, state_root, att.new_bridge)?;
     }
     {
         let b = inet;
-        if let Err(e) = commit(&mut nft, &b, state_root) {
+        if let Err(e) = commit(&mut nft, &b, state_root, att.new_bridge) {
             if let Some(mac) = att.spoof_mac {
                 let mut undo = Batch::new(Family::Bridge);
                 for (set, els) in spoof_elements(att.host_veth, mac, &comment) {
