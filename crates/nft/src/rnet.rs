@@ -1055,17 +1055,19 @@ pub fn commit<B: Backend + ?Sized>(
 }
 
 /// [`commit`] for a caller with reason to think rnet's tables may be missing
-/// (the bridge plugin when it has just created its bridge: the first ADD on a
-/// fresh host): one `GET` per table first, and, if one is missing, the
-/// restore under the lock without trying the batch. The kernel aborts a
-/// failed batch only after an RCU grace period (10-15 ms here), which this
-/// spares a first ADD.
+/// (the bridge plugin when its bridge is new: perhaps the first ADD on a
+/// fresh host): one `GET` for the batch's table first, and, if it is
+/// missing, the restore under the lock without trying the batch. The kernel
+/// aborts a failed batch only after an RCU grace period (10-15 ms here),
+/// holding its nf_tables commit mutex: ADDs racing on a fresh host would
+/// wait for each other's aborts.
 pub fn commit_probing<B: Backend + ?Sized>(
     backend: &mut B,
     batch: &Batch,
     state_root: &Path,
 ) -> Result<(), RnetError> {
-    if tables_present(backend)? {
+    // One GET: the batch's own table (rnet's tables are created together).
+    if backend.table_exists(batch.family(), TABLE)? {
         return commit(backend, batch, state_root);
     }
     let _lock = lock(state_root)?;

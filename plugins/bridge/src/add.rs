@@ -305,7 +305,9 @@ fn host_port_mac() -> [u8; 6] {
 
 /// Creates the bridge, or reuses it if it exists and is a bridge; `accept_ra=0`
 /// on it (CVE-2020-10749), promiscuous mode if asked, up. Also says whether
-/// this call created it.
+/// the bridge is new: it did not exist when this ADD looked, or no port of
+/// it is up yet (a first ADD on this host, or one racing with it: rnet's
+/// tables may not exist yet).
 fn ensure_bridge(nl: &mut Netlink, conf: &BridgeConf) -> Result<(Link, bool), CniError> {
     let name = &conf.bridge;
     let opts = BridgeOpts {
@@ -328,8 +330,13 @@ fn ensure_bridge(nl: &mut Netlink, conf: &BridgeConf) -> Result<(Link, bool), Cn
             .map_err(nl_err(format!("looking up bridge {name}")))
     };
     // Looked up first: it exists for every ADD but the first.
-    let (br, created) = match lookup(nl)? {
-        Some(br) => (br, false),
+    // `fresh`: the bridge did not exist when this ADD looked, or has no port
+    // up yet; `created` is narrower: this ADD made it.
+    let (br, created, fresh) = match lookup(nl)? {
+        Some(br) => {
+            let fresh = !br.running;
+            (br, false, fresh)
+        }
         None => {
             let created = match nl.create_bridge(name, &opts) {
                 Ok(_) => true,
@@ -346,7 +353,7 @@ fn ensure_bridge(nl: &mut Netlink, conf: &BridgeConf) -> Result<(Link, bool), Cn
                     format!("bridge {name} vanished right after it was created or found"),
                 )
             })?;
-            (br, created)
+            (br, created, true)
         }
     };
     if br.kind.as_deref() != Some("bridge") {
@@ -370,7 +377,7 @@ fn ensure_bridge(nl: &mut Netlink, conf: &BridgeConf) -> Result<(Link, bool), Cn
         nl.link_set_up(br.index)
             .map_err(nl_err(format!("setting bridge {name} up")))?;
     }
-    Ok((br, created))
+    Ok((br, fresh))
 }
 
 fn vlan_unsupported(what: &str, e: NetlinkError) -> CniError {

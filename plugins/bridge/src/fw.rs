@@ -46,8 +46,9 @@ pub struct FwAttachment<'a> {
     pub isolation: bool,
     /// Drop frames from `host_veth` whose source MAC is not this one.
     pub spoof_mac: Option<[u8; 6]>,
-    /// This ADD created the bridge: rnet's tables may not exist yet (a first
-    /// ADD on this host), so their presence is checked before committing.
+    /// The bridge is new (it did not exist when this ADD looked, or has no
+    /// port up): rnet's tables may not exist yet (a first ADD on this host),
+    /// so their presence is checked before committing.
     pub new_bridge: bool,
 }
 
@@ -161,9 +162,11 @@ fn batch_of(family: Family, adds: &[(&'static str, Vec<Element>)]) -> Batch {
 
 /// Commits `batch` through the shared slow path: if rnet's tables are
 /// missing or outdated, they are restored with every plugin's journaled
-/// elements (one `nft -f -`), then the batch is retried. With `probe` (a
-/// bridge this ADD created: likely a fresh host) the tables' presence is
-/// checked first, sparing the kernel's slow abort of a failed batch.
+/// elements (one `nft -f -`), then the batch is retried. With `probe` (a new
+/// bridge: perhaps a fresh host) the tables' presence is checked first,
+/// sparing the kernel's slow abort of a failed batch (an RCU grace period,
+/// under the kernel's nf_tables commit mutex: concurrent ADDs would wait
+/// for each other's).
 fn commit(nft: &mut Nft, batch: &Batch, state_root: &Path, probe: bool) -> Result<(), CniError> {
     let family = batch.family();
     let commit = if probe {
