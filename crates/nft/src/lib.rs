@@ -20,9 +20,17 @@
 //! `nft flush ruleset` / restarted a firewall service. Then a [`Ruleset`] is
 //! rendered to nft text and applied with [`apply_ruleset`]. The text starts
 //! with `add table` + `delete table` and then the full definition, all in one
-//! file, i.e. one transaction: a reload replaces the table atomically. The
-//! caller then re-adds the elements it owns (they are listed in its own
-//! records, or recovered with [`Nft::list_elements`] by comment).
+//! file, i.e. one transaction: a reload replaces the table atomically (a
+//! table known to be absent, [`Table::fresh`], is created without that
+//! prelude: deleting a table costs an RCU grace period). The caller then
+//! re-adds the elements it owns (they are listed in its own records, or
+//! recovered with [`Nft::list_elements`] by comment).
+//!
+//! **A failed batch costs an RCU grace period** (10-15 ms here): the kernel
+//! aborts it with `synchronize_rcu` while holding its nf_tables commit mutex,
+//! so concurrent failures queue behind each other. Callers that may meet
+//! missing tables (a first ADD on a host) check with a `GET` first
+//! ([`rnet::commit_probing`]).
 //!
 //! Typical plugin flow:
 //!
