@@ -1074,6 +1074,26 @@ pub fn commit_probing<B: Backend + ?Sized>(
     retry_or_restore(backend, batch, state_root)
 }
 
+/// Commits `batch` (deletions, typically lenient) where a missing table means
+/// there is nothing to delete: after `nft flush ruleset` (a firewall reload),
+/// every DEL would otherwise send a batch that fails, and failed batches are
+/// slow and wait for each other in the kernel (see [`commit_probing`]): 20
+/// parallel DELs took 276 ms instead of 27. One `GET` for the batch's table
+/// first; `ENOENT` from the batch itself (the table vanished in between) is
+/// taken as nothing to delete too.
+pub fn commit_deletions<B: Backend + ?Sized>(
+    backend: &mut B,
+    batch: &Batch,
+) -> Result<(), NftError> {
+    if batch.is_empty() || !backend.table_exists(batch.family(), TABLE)? {
+        return Ok(());
+    }
+    match backend.commit(batch) {
+        Err(e) if e.is_not_found() => Ok(()),
+        r => r,
+    }
+}
+
 /// [`commit`] for a caller that already holds the lock ([`lock`]): commit
 /// `batch`; on `ENOENT` restore rnet's tables (without the batch's own
 /// elements) and commit again. (Calling [`commit`] with the lock held would
@@ -1427,6 +1447,29 @@ mod tests {
                 .len(),
             2
         );
+    }
+
+    #[test]
+    fn deletions_into_missing_tables_send_no_batch() {
+        let mut f = FakeBackend::new();
+        let el = Element::new(KeyPart::Ipv4(Ipv4Addr::new(10, 0, 0, 2)));
+        let mut del = Batch::new(Family::Inet);
+        del.delete_elements_lenient(TABLE, sets::MASQ4, std::slice::from_ref(&el));
+        commit_deletions(&mut f, &del).unwrap();
+        assert_eq!(f.failed_commits(), 0);
+        assert!(f.log_text().is_empty(), "{}", f.log_text());
+        // With the tables there, the deletion is committed.
+        let dir = tempfile::tempdir().unwrap();
+        let mut add = Batch::new(Family::Inet);
+        add.add_elements(TABLE, sets::MASQ4, std::slice::from_ref(&el));
+        commit_probing(&mut f, &add, dir.path()).unwrap();
+        commit_deletions(&mut f, &del).unwrap();
+        assert!(
+            f.list_elements(Family::Inet, TABLE, sets::MASQ4)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(f.failed_commits(), 0);
     }
 
     #[test]

@@ -1272,6 +1272,21 @@ fn ruleset_recovers_after_flush() {
     net.del(&c1, Some(&r1));
     net.del(&c2, Some(&r2));
     assert!(!nft_ruleset(&lab).contains("fl/fl"));
+    // A DEL that finds no tables (flushed after the ADD) has nothing to
+    // delete there: it succeeds, removes the rest, and creates nothing.
+    let c3 = lab.add_container("fl3").unwrap();
+    let r3 = net.add(&c3);
+    lab.host()
+        .output(std::process::Command::new("nft").args(["flush", "ruleset"]))
+        .unwrap();
+    net.del(&c3, Some(&r3));
+    assert!(
+        !nft_ruleset(&lab).contains("table"),
+        "{}",
+        nft_ruleset(&lab)
+    );
+    assert_eq!(rnet_veths(&lab, "fl").len(), 0);
+    assert_eq!(state_files(&lab, "fl"), 0);
 }
 
 #[test]

@@ -228,16 +228,14 @@ pub fn install(att: &FwAttachment<'_>, state_root: &Path) -> Result<Installed, C
     })
 }
 
-/// Deletes with a lenient batch; a missing table means nothing to delete.
+/// Deletes with a lenient batch; a missing table means nothing to delete
+/// (checked first: a failed batch is slow, see
+/// [`rnet_nft::rnet::commit_deletions`]).
 fn commit_delete(nft: &mut Nft, b: &Batch) -> Result<(), CniError> {
-    match nft.commit(b) {
-        Ok(()) => Ok(()),
-        Err(e) if e.is_not_found() => Ok(()),
-        Err(e) => Err(nft_err(format!(
-            "deleting elements from table {} {TABLE}",
-            b.family()
-        ))(e)),
-    }
+    rnet_nft::rnet::commit_deletions(nft, b).map_err(nft_err(format!(
+        "deleting elements from table {} {TABLE}",
+        b.family()
+    )))
 }
 
 /// Elements of `family set` whose comment is one of `comments`.

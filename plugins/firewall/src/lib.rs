@@ -210,11 +210,8 @@ fn delete(nft: &mut Nft, els: &[(&'static str, Element)]) -> Result<(), CniError
     for (set, e) in els {
         b.delete_elements_lenient(TABLE, set, std::slice::from_ref(e));
     }
-    match nft.commit(&b) {
-        Ok(()) => Ok(()),
-        Err(e) if e.is_not_found() => Ok(()),
-        Err(e) => Err(nft_err("removing the attachment's firewall elements")(e)),
-    }
+    rnet_nft::rnet::commit_deletions(nft, &b)
+        .map_err(nft_err("removing the attachment's firewall elements"))
 }
 
 impl Plugin for FirewallPlugin {

@@ -252,7 +252,9 @@ pub fn uninstall<B: Backend + CondChains + ?Sized>(
 ) -> Result<(), CniError> {
     let batch = st.del_batch();
     if !batch.is_empty() {
-        shared::commit(b, &batch, root)
+        // Probing: after a flush, DELs that race would each fail a batch
+        // first (slow, and serialised in the kernel).
+        shared::commit_probing(b, &batch, root)
             .map_err(nft_err(format!("unpublishing the ports of {}", st.tag())))?;
     }
     shared::journal_remove(root, PLUGIN, &st.tag()).map_err(nft_err("removing the journal"))?;
