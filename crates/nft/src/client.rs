@@ -288,6 +288,111 @@ impl Nft {
         }
     }
 
+    /// Creates `chains` in `family table` over netlink, in one transaction,
+    /// as [`Chain::put_text`] does through `nft`: each chain added (with its
+    /// hook, priority and policy), flushed, and its rules appended. Returns
+    /// `Ok(false)` without sending anything unless every chain has its rules
+    /// as expressions ([`Chain::native`]) and a hook, priority and policy
+    /// this encoder knows; the caller then uses the text.
+    ///
+    /// [`Chain::put_text`]: crate::Chain::put_text
+    /// [`Chain::native`]: crate::Chain::native
+    pub fn put_chains_native(
+        &mut self,
+        family: Family,
+        table: &str,
+        chains: &[crate::Chain],
+    ) -> Result<bool, NftError> {
+        const NEWCHAIN: u8 = 3;
+        const NEWRULE: u8 = 6;
+        const DELRULE: u8 = 8;
+        const NLM_F_APPEND: u16 = 0x800;
+        crate::model::check_name("table", table)?;
+        let mut m = MsgBuf::default();
+        let begin_seq = self.conn.next_seq();
+        m.batch_begin(begin_seq, None);
+        let mut seqs = Vec::new();
+        for c in chains {
+            crate::model::check_name("chain", &c.name)?;
+            let Some(rules) = c.native_rules() else {
+                return Ok(false);
+            };
+            let hook = match &c.base {
+                None => None,
+                Some(b) => match (b.hook_num(), b.priority_num(family), b.policy_num()) {
+                    (Some(h), Some(p), Some(pol)) => Some((b, h, p, pol)),
+                    _ => return Ok(false),
+                },
+            };
+            let seq = self.conn.next_seq();
+            let s = m.begin(
+                nl::nft_type(NEWCHAIN),
+                nl::NLM_F_REQUEST | nl::NLM_F_ACK | nl::NLM_F_CREATE,
+                seq,
+                family.nfproto(),
+                0,
+            );
+            m.attr_str(attr::CHAIN_TABLE, table);
+            m.attr_str(attr::CHAIN_NAME, &c.name);
+            if let Some((b, num, prio, policy)) = hook {
+                crate::model::check_name("chain type", &b.kind)?;
+                let h = m.nest(4); // NFTA_CHAIN_HOOK
+                m.attr_be32(1, num); // NFTA_HOOK_HOOKNUM
+                m.attr_be32(2, prio as u32); // NFTA_HOOK_PRIORITY (signed, big endian)
+                m.nest_end(h)?;
+                if let Some(p) = policy {
+                    m.attr_be32(attr::CHAIN_POLICY, p);
+                }
+                m.attr_str(7, &b.kind); // NFTA_CHAIN_TYPE
+            }
+            m.end(s);
+            seqs.push(seq);
+            // Flush: a DELRULE naming only the chain removes all its rules.
+            let seq = self.conn.next_seq();
+            let s = m.begin(
+                nl::nft_type(DELRULE),
+                nl::NLM_F_REQUEST | nl::NLM_F_ACK,
+                seq,
+                family.nfproto(),
+                0,
+            );
+            m.attr_str(1, table); // NFTA_RULE_TABLE
+            m.attr_str(2, &c.name); // NFTA_RULE_CHAIN
+            m.end(s);
+            seqs.push(seq);
+            for exprs in rules {
+                let seq = self.conn.next_seq();
+                let s = m.begin(
+                    nl::nft_type(NEWRULE),
+                    nl::NLM_F_REQUEST | nl::NLM_F_ACK | nl::NLM_F_CREATE | NLM_F_APPEND,
+                    seq,
+                    family.nfproto(),
+                    0,
+                );
+                m.attr_str(1, table); // NFTA_RULE_TABLE
+                m.attr_str(2, &c.name); // NFTA_RULE_CHAIN
+                let list = m.nest(4); // NFTA_RULE_EXPRESSIONS
+                for e in exprs {
+                    e.encode(&mut m)?;
+                }
+                m.nest_end(list)?;
+                m.end(s);
+                seqs.push(seq);
+            }
+        }
+        m.batch_end(self.conn.next_seq());
+        let names: Vec<&str> = chains.iter().map(|c| c.name.as_str()).collect();
+        let ctx = || format!("creating chain(s) {} in {family} {table}", names.join(", "));
+        let acks = self.conn.batch(&m.buf, begin_seq, &seqs, &ctx)?;
+        match acks.iter().find(|a| a.errno != 0) {
+            Some(a) => Err(NftError::kernel(
+                a.errno,
+                nl::with_extack(ctx(), a.extack.clone()),
+            )),
+            None => Ok(true),
+        }
+    }
+
     /// Does chain `chain` exist in table `family table` (`NFT_MSG_GETCHAIN`)?
     /// A missing table also answers `false`.
     pub fn chain_exists(

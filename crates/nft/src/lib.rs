@@ -111,6 +111,7 @@ mod batch;
 mod client;
 mod element;
 mod error;
+pub mod expr;
 mod model;
 mod nl;
 pub mod rnet;

@@ -105,6 +105,11 @@ pub struct Chain {
     pub comment: Option<String>,
     /// Rule lines, one rule each, in nft syntax.
     pub rules: Vec<String>,
+    /// The same rules as expressions, when every rule has them
+    /// ([`Chain::native`]): the chain is then created over netlink, without
+    /// an `nft` process. A kernel test checks that both give the same
+    /// bytecode.
+    pub native: Option<Vec<Vec<crate::expr::Expr>>>,
 }
 
 /// The hook of a base chain: `type nat hook prerouting priority dstnat; policy accept;`.
@@ -363,6 +368,58 @@ impl BaseChain {
         }
         Ok(s)
     }
+
+    /// The hook's number (`NF_INET_*`, the same for `NF_BR_*`), if known.
+    pub(crate) fn hook_num(&self) -> Option<u32> {
+        Some(match self.hook.as_str() {
+            "prerouting" => 0,
+            "input" => 1,
+            "forward" => 2,
+            "output" => 3,
+            "postrouting" => 4,
+            _ => return None,
+        })
+    }
+
+    /// The priority as a number: an integer, or one of nft's standard names
+    /// for `family`, optionally `+ N` / `- N` (nft's own table of names).
+    pub(crate) fn priority_num(&self, family: Family) -> Option<i32> {
+        let mut words = self.priority.split_whitespace();
+        let first = words.next()?;
+        let base = match first.parse::<i32>() {
+            Ok(n) => n,
+            Err(_) => match (family, first) {
+                (Family::Bridge, "dstnat") => -300,
+                (Family::Bridge, "filter") => -200,
+                (Family::Bridge, "out") => 100,
+                (Family::Bridge, "srcnat") => 300,
+                (Family::Bridge, _) => return None,
+                (_, "raw") => -300,
+                (_, "mangle") => -150,
+                (_, "dstnat") => -100,
+                (_, "filter") => 0,
+                (_, "security") => 50,
+                (_, "srcnat") => 100,
+                _ => return None,
+            },
+        };
+        match (words.next(), words.next(), words.next()) {
+            (None, _, _) => Some(base),
+            (Some("+"), Some(n), None) => base.checked_add(n.parse().ok()?),
+            (Some("-"), Some(n), None) => base.checked_sub(n.parse().ok()?),
+            _ => None,
+        }
+    }
+
+    /// The policy as a verdict code (`NF_ACCEPT` 1, `NF_DROP` 0), if given.
+    pub(crate) fn policy_num(&self) -> Option<Option<u32>> {
+        match self.policy.as_deref() {
+            None => Some(None),
+            Some("accept") => Some(Some(1)),
+            Some("drop") => Some(Some(0)),
+            Some(_) => None,
+        }
+    }
 }
 
 impl Chain {
@@ -373,6 +430,7 @@ impl Chain {
             base: None,
             comment: None,
             rules: Vec::new(),
+            native: None,
         }
     }
 
@@ -412,6 +470,20 @@ impl Chain {
     pub fn rule(mut self, r: impl Into<String>) -> Chain {
         self.rules.push(r.into());
         self
+    }
+
+    /// The rules as expressions, one list per rule line, in the same order:
+    /// the chain can then be created over netlink ([`crate::Nft::put_chains`]).
+    pub fn native(mut self, rules: Vec<Vec<crate::expr::Expr>>) -> Chain {
+        self.native = Some(rules);
+        self
+    }
+
+    /// The expressions of every rule, if this chain has them for all.
+    pub(crate) fn native_rules(&self) -> Option<&[Vec<crate::expr::Expr>]> {
+        self.native
+            .as_deref()
+            .filter(|n| n.len() == self.rules.len() && self.comment.is_none())
     }
 
     /// The `nft -f` text that creates this chain in table `family table`

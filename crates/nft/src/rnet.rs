@@ -301,25 +301,98 @@ impl Feature {
 }
 
 fn localnet_chains() -> Vec<Chain> {
+    use crate::expr::{Base, CmpOp, Expr, REG_1, Verdict, nfproto};
     // `route_localnet` on a bridge must never expose the host's 127.0.0.1
     // services to the link (CVE-2020-8558). Before conntrack.
+    let mut r = not_lo();
+    r.extend(nfproto(false));
+    r.extend([
+        // ip daddr 127.0.0.0/8: the first byte.
+        Expr::Payload {
+            base: Base::Network,
+            offset: 16,
+            len: 1,
+            dreg: REG_1,
+        },
+        Expr::Cmp {
+            sreg: REG_1,
+            op: CmpOp::Eq,
+            data: vec![127],
+        },
+        Expr::Counter,
+        Expr::Verdict(Verdict::Drop),
+    ]);
     vec![
         Chain::base("pm_raw", "filter", "prerouting", "raw")
             .policy("accept")
-            .rule("iifname != \"lo\" ip daddr 127.0.0.0/8 counter drop"),
+            .rule("iifname != \"lo\" ip daddr 127.0.0.0/8 counter drop")
+            .native(vec![r]),
+    ]
+}
+
+/// `iifname != "lo"` as expressions.
+fn not_lo() -> Vec<crate::expr::Expr> {
+    use crate::expr::{CmpOp, Expr, MetaKey, REG_1, meta};
+    let mut lo = b"lo".to_vec();
+    lo.resize(crate::IFNAMSIZ, 0);
+    vec![
+        meta(MetaKey::IifName, REG_1),
+        Expr::Cmp {
+            sreg: REG_1,
+            op: CmpOp::Neq,
+            data: lo,
+        },
     ]
 }
 
 fn guard_chains() -> Vec<Chain> {
+    use crate::expr::{Expr, MetaKey, REG_1, Verdict, ct_state_any, daddr, lookup, meta, nfproto};
+    let rule = |v6: bool, set: &str| {
+        let mut r = not_lo();
+        r.extend([meta(MetaKey::IifName, REG_1), lookup(sets::BRIDGES, true)]);
+        r.extend(ct_state_any(0x8));
+        r.extend(nfproto(v6));
+        r.extend([daddr(v6), lookup(set, false), Expr::Verdict(Verdict::Drop)]);
+        r
+    };
     vec![
         Chain::base("pm_guard", "filter", "prerouting", "dstnat - 10")
             .policy("accept")
             .rule("iifname != \"lo\" iifname != @bridges ct state new ip daddr @published4 drop")
-            .rule("iifname != \"lo\" iifname != @bridges ct state new ip6 daddr @published6 drop"),
+            .rule("iifname != \"lo\" iifname != @bridges ct state new ip6 daddr @published6 drop")
+            .native(vec![
+                rule(false, sets::PUBLISHED4),
+                rule(true, sets::PUBLISHED6),
+            ]),
     ]
 }
 
 fn isolation_chains() -> Vec<Chain> {
+    use crate::expr::{
+        Expr, MetaKey, REG_1, REG_2, Verdict, ct_state_any, daddr, lookup, meta, nfproto,
+    };
+    let admitted = |v6: bool, set: &str| {
+        let mut r = ct_state_any(0x2 | 0x4).to_vec();
+        r.extend(nfproto(v6));
+        r.extend([
+            daddr(v6),
+            lookup(set, false),
+            Expr::Verdict(Verdict::Accept),
+        ]);
+        r
+    };
+    let isolate = |i: &str, o: &str| {
+        vec![
+            meta(MetaKey::IifName, REG_1),
+            lookup(i, false),
+            meta(MetaKey::OifName, REG_1),
+            lookup(o, false),
+            meta(MetaKey::IifName, REG_1),
+            meta(MetaKey::OifName, REG_2),
+            lookup(sets::BRIDGE_SELF, true),
+            Expr::Verdict(Verdict::Drop),
+        ]
+    };
     // The firewall plugin's admission comes first: established and related
     // traffic of admitted containers passes the isolation rules. Without
     // isolation rules those accepts change nothing (the policy accepts), so
@@ -330,15 +403,36 @@ fn isolation_chains() -> Vec<Chain> {
             .rule("ct state established,related ip daddr @fw_allowed4 accept")
             .rule("ct state established,related ip6 daddr @fw_allowed6 accept")
             .rule("iifname @isolated oifname @bridges iifname . oifname != @bridge_self drop")
-            .rule("iifname @bridges oifname @isolated iifname . oifname != @bridge_self drop"),
+            .rule("iifname @bridges oifname @isolated iifname . oifname != @bridge_self drop")
+            .native(vec![
+                admitted(false, sets::FW_ALLOWED4),
+                admitted(true, sets::FW_ALLOWED6),
+                isolate(sets::ISOLATED, sets::BRIDGES),
+                isolate(sets::BRIDGES, sets::ISOLATED),
+            ]),
     ]
 }
 
 fn spoofchk_chains() -> Vec<Chain> {
+    use crate::expr::{Base, Expr, MetaKey, REG_1, REG_2, Verdict, lookup, meta};
     vec![
         Chain::base("prerouting", "filter", "prerouting", "-300")
             .policy("accept")
-            .rule("iifname @spoofchk_ports iifname . ether saddr != @spoofchk_ok drop"),
+            .rule("iifname @spoofchk_ports iifname . ether saddr != @spoofchk_ok drop")
+            .native(vec![vec![
+                meta(MetaKey::IifName, REG_1),
+                lookup(sets::SPOOF_PORTS, false),
+                meta(MetaKey::IifName, REG_1),
+                // ether saddr: link-layer header + 6.
+                Expr::Payload {
+                    base: Base::Link,
+                    offset: 6,
+                    len: 6,
+                    dreg: REG_2,
+                },
+                lookup(sets::SPOOF_OK, true),
+                Expr::Verdict(Verdict::Drop),
+            ]]),
     ]
 }
 
