@@ -516,8 +516,8 @@ fn touched_features(batch: &Batch) -> Vec<Feature> {
 }
 
 /// After `batch` was committed: the chains of every feature it put elements
-/// into exist (one `GET` per feature it touches; creating them, one
-/// `nft -f`, happens only for the first user). Safe against a concurrent
+/// into exist (one `GET` per feature it touches; creating them, one netlink
+/// batch since session 6, happens only for the first user). Safe against a concurrent
 /// [`prune_features`]: the elements are in the kernel before this looks,
 /// and a prune deletes only at the generation it saw the sets empty in.
 fn ensure_features<B: Backend + ?Sized>(
