@@ -278,13 +278,7 @@ impl Nft {
         match self.conn.batch(&m.buf, begin_seq, &seqs, &ctx) {
             Err(e) if e.errno() == Some(libc::ERESTART) => Ok(false),
             Err(e) => Err(e),
-            Ok(acks) => match acks.iter().find(|a| a.errno != 0) {
-                Some(a) => Err(NftError::kernel(
-                    a.errno,
-                    nl::with_extack(ctx(), a.extack.clone()),
-                )),
-                None => Ok(true),
-            },
+            Ok(acks) => all_acked(&acks, &ctx).map(|()| true),
         }
     }
 
@@ -384,13 +378,8 @@ impl Nft {
         let names: Vec<&str> = chains.iter().map(|c| c.name.as_str()).collect();
         let ctx = || format!("creating chain(s) {} in {family} {table}", names.join(", "));
         let acks = self.conn.batch(&m.buf, begin_seq, &seqs, &ctx)?;
-        match acks.iter().find(|a| a.errno != 0) {
-            Some(a) => Err(NftError::kernel(
-                a.errno,
-                nl::with_extack(ctx(), a.extack.clone()),
-            )),
-            None => Ok(true),
-        }
+        all_acked(&acks, &ctx)?;
+        Ok(true)
     }
 
     /// Does chain `chain` exist in table `family table` (`NFT_MSG_GETCHAIN`)?
@@ -784,6 +773,17 @@ fn decode_element(info: &SetInfo, a: &[u8]) -> Result<Option<Element>, String> {
         verdict,
         comment,
     }))
+}
+
+/// The first message of a batch that the kernel refused, as an error.
+fn all_acked(acks: &[nl::Ack], ctx: &dyn Fn() -> String) -> Result<(), NftError> {
+    match acks.iter().find(|a| a.errno != 0) {
+        Some(a) => Err(NftError::kernel(
+            a.errno,
+            nl::with_extack(ctx(), a.extack.clone()),
+        )),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
