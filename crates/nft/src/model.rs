@@ -473,7 +473,7 @@ impl Chain {
     }
 
     /// The rules as expressions, one list per rule line, in the same order:
-    /// the chain can then be created over netlink ([`crate::Nft::put_chains`]).
+    /// the chain can then be created over netlink ([`crate::Nft::put_chains_native`]).
     pub fn native(mut self, rules: Vec<Vec<crate::expr::Expr>>) -> Chain {
         self.native = Some(rules);
         self
