@@ -439,6 +439,20 @@ impl Netlink {
         self.set_link(m, &|| format!("renaming link index {index} to {name}"))
     }
 
+    /// Takes link `index` down and renames it to `name` (two requests: the
+    /// kernel renames only links that are down). Cheap, unlike deleting a
+    /// link, which waits for RCU grace periods.
+    pub fn link_retire(&mut self, index: u32, name: &str) -> Result<(), NetlinkError> {
+        validate_ifname(name)?;
+        if index == 0 {
+            return Err(NetlinkError::InvalidArgument(
+                "link index 0 names no link".into(),
+            ));
+        }
+        self.link_set_down(index)?;
+        self.link_set_name(index, name)
+    }
+
     /// Sets the MTU.
     pub fn link_set_mtu(&mut self, index: u32, mtu: u32) -> Result<(), NetlinkError> {
         let mut m = link_msg(index);

@@ -209,9 +209,21 @@ fn veth_peer_straight_into_container_ns() {
     assert!(err.is_exists(), "{err}");
     assert_eq!(h.link_by_name("vethdef").unwrap(), None);
 
+    // Retiring: down and renamed (a rename of an up link is refused).
+    c.link_set_up(cv.index).unwrap();
+    let t = std::time::Instant::now();
+    c.link_retire(cv.index, "rnetdel1").unwrap();
+    eprintln!("link_retire: {:?}", t.elapsed());
+    assert_eq!(c.link_by_name("eth0").unwrap(), None);
+    let cv = c.link_by_index(cv.index).unwrap().unwrap();
+    assert_eq!(cv.name, "rnetdel1");
+    assert!(!cv.up);
+    assert_eq!(h.link_by_name("rnetdel1").unwrap(), None, "not on the host");
+
     // One end gone = both gone.
     h.link_del(idx).unwrap();
-    assert_eq!(c.link_by_name("eth0").unwrap(), None);
+    assert_eq!(c.link_by_name("rnetdel1").unwrap(), None);
+    assert!(c.link_retire(cv.index, "x").unwrap_err().is_not_found());
 }
 
 #[test]

@@ -425,10 +425,37 @@ fn kernel_state_traffic_check_and_del() {
     );
 
     // DEL: veth, lease and state gone; idempotent; without netns; without prevResult.
-    net.del(&c1, Some(&r1));
-    assert!(link(&mut nl, hv_name).is_none_or(|l| !l.up), "down at once");
+    // With a slow reaper (test hook): the container's eth0 is gone when DEL
+    // returns, and the name can be used again at once.
+    let out = run(lab
+        .cni(&net.plugin)
+        .command("DEL")
+        .container_id("kern1")
+        .netns(c1.netns_path())
+        .ifname("eth0")
+        .cni_path([PathBuf::from("/usr/lib/cni"), rnet_bin_dir()])
+        .env("RNET_BRIDGE_TEST_REAP_DELAY_MS", "500")
+        .stdin(net.with_prev(&r1).to_string()));
+    out.ok().unwrap();
+    assert!(
+        link(&mut nl, hv_name).is_none_or(|l| !l.running),
+        "no carrier at once"
+    );
+    assert!(
+        link(&mut cnl, "eth0").is_none(),
+        "the container's eth0 is gone when DEL returns"
+    );
+    assert!(
+        cnl.link_list().unwrap().iter().any(|l| l.name != "lo"),
+        "the reaper is slow, the retired end is still there"
+    );
+    let again = net.add(&c1);
+    assert!(link(&mut cnl, "eth0").is_some_and(|l| l.up), "ADD again");
+    net.del(&c1, Some(&again));
     wait_until("the host veth to go", || link(&mut nl, hv_name).is_none());
-    wait_until("the pair to go", || link(&mut cnl, "eth0").is_none());
+    wait_until("the pair to go", || {
+        cnl.link_list().unwrap().iter().all(|l| l.name == "lo")
+    });
     assert_eq!(lease_files(&lab, "kern"), vec![a2.to_string()]);
     net.del(&c1, Some(&r1));
     let out = net.call(

@@ -32,9 +32,15 @@ fn combine(mut errs: Vec<CniError>) -> Result<(), CniError> {
 }
 
 /// Deletes host veth `name` if it carries `tag` (deleting one end removes the
-/// pair, so the container namespace is not needed). Gone already is fine; a
-/// veth of that name with another tag is left alone.
-fn delete_veth(nl: &mut Netlink, name: &str, tag: &str) -> Result<(), CniError> {
+/// pair). Gone already is fine; a veth of that name with another tag is left
+/// alone. With the DEL's `args`, the container end is retired first and a
+/// reaper finishes the deletion ([`spawn_reaper`]).
+fn delete_veth(
+    args: Option<&CmdArgs>,
+    nl: &mut Netlink,
+    name: &str,
+    tag: &str,
+) -> Result<(), CniError> {
     let Some(l) = nl.link_by_name(name).map_err(netlink_error)? else {
         return Ok(());
     };
@@ -45,14 +51,14 @@ fn delete_veth(nl: &mut Netlink, name: &str, tag: &str) -> Result<(), CniError> 
         );
         return Ok(());
     }
-    // Down first: traffic through the old interface stops now, so its
-    // address can be handed out again at once.
-    match nl.link_set_down(l.index) {
-        Ok(()) => {}
-        Err(e) if e.is_not_found() => return Ok(()),
-        Err(e) => return Err(netlink_error(e).context(format!("setting veth {name} down"))),
-    }
-    if spawn_reaper(l.index, name, tag) {
+    // Unlinking waits for the kernel (see `spawn_reaper`); a reaper may do
+    // it after DEL returns, but only once the container end is down and no
+    // longer carries its name: traffic stops now (the address can be handed
+    // out again at once), and the runtime, like the reference plugin's
+    // users, finds `ifname` gone when DEL returns and may reuse it.
+    // (With the container end down, the host end has no carrier: nothing
+    // passes either way.)
+    if args.is_some_and(|a| retire_peer(a, &l)) && spawn_reaper(l.index, name, tag) {
         return Ok(());
     }
     match nl.link_del(l.index) {
@@ -62,23 +68,73 @@ fn delete_veth(nl: &mut Netlink, name: &str, tag: &str) -> Result<(), CniError> 
     }
 }
 
+/// The name a retired container end carries until the reaper deletes it.
+fn retired_name(index: u32) -> String {
+    format!("rnetdel{index}")
+}
+
+/// Takes the container end of host veth `host` down and renames it (see
+/// [`retired_name`]), in `CNI_NETNS`. False when that cannot be done (no
+/// namespace given or left, the end is not there, not our pair, or the
+/// kernel refused): the caller then deletes the pair at once.
+fn retire_peer(args: &CmdArgs, host: &rnet_netlink::Link) -> bool {
+    let Some(peer) = host.peer_index.filter(|_| host.link_netnsid.is_some()) else {
+        return false;
+    };
+    let Ok(Some(ns)) = rnet_plugin::container_netns_for_del(args) else {
+        return false;
+    };
+    let Ok(mut cnl) = Netlink::in_netns(&ns) else {
+        return false;
+    };
+    // The link at `peer` must be this pair's other end, named `ifname`.
+    let ours = cnl.link_by_index(peer).ok().flatten().is_some_and(|c| {
+        c.kind.as_deref() == Some("veth")
+            && c.name == args.ifname
+            && c.peer_index == Some(host.index)
+            && c.link_netnsid.is_some()
+    });
+    if !ours {
+        return false;
+    }
+    match cnl.link_retire(peer, &retired_name(peer)) {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!(
+                "rnet-bridge: could not retire {} in the container: {e}",
+                args.ifname
+            );
+            false
+        }
+    }
+}
+
 /// The environment variable that turns this executable into a reaper.
 pub const REAP_ENV: &str = "RNET_BRIDGE_REAP";
 
+/// Test hook: milliseconds the reaper waits before it deletes.
+const REAP_DELAY_ENV: &str = "RNET_BRIDGE_TEST_REAP_DELAY_MS";
+
 /// Unlinking a veth costs the kernel 15–40 ms of RCU grace periods (measured
-/// on the CI machine), most of a DEL. The pair is down already and no longer
-/// anyone's; a detached child of this executable (own process group, no
-/// stdio) finishes the deletion while DEL returns. An ADD that meets the
-/// leftover deletes it itself. Returns false if the child could not be
-/// started (the caller then deletes synchronously).
+/// on the CI machine), most of a DEL. The pair is no longer anyone's: its
+/// container end is down and renamed ([`retire_peer`]). A detached child of
+/// this executable (own process group, no stdio) finishes the deletion while
+/// DEL returns. An ADD that meets the leftover deletes it itself. Returns
+/// false if the child could not be started (the caller then deletes
+/// synchronously).
 fn spawn_reaper(index: u32, name: &str, tag: &str) -> bool {
     use std::os::unix::process::CommandExt;
     let Ok(exe) = std::env::current_exe() else {
         return false;
     };
-    std::process::Command::new(exe)
-        .env_clear()
-        .env(REAP_ENV, format!("{index}/{name}/{tag}"))
+    let mut cmd = std::process::Command::new(exe);
+    cmd.env_clear();
+    // Test hook: a slow reaper, to prove the container end is gone when DEL
+    // returns rather than when the reaper is done.
+    if let Some(d) = std::env::var_os(REAP_DELAY_ENV) {
+        cmd.env(REAP_DELAY_ENV, d);
+    }
+    cmd.env(REAP_ENV, format!("{index}/{name}/{tag}"))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -99,6 +155,12 @@ pub fn reap(spec: &str) {
     let Ok(index) = index.parse::<u32>() else {
         return;
     };
+    if let Some(ms) = std::env::var(REAP_DELAY_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms.min(10_000)));
+    }
     let Ok(mut nl) = Netlink::new() else {
         return;
     };
@@ -112,6 +174,8 @@ pub fn reap(spec: &str) {
 /// DEL: idempotent; works without the namespace, the veth, the state file or
 /// `prevResult`.
 pub fn del(args: &CmdArgs) -> Result<(), CniError> {
+    let trace = rnet_plugin::Trace::new("rnet-bridge");
+    let trace = &trace;
     let conf = BridgeConf::from_args(args)?;
     let network = &args.conf.name;
     let path = state_path(&conf.state_dir, network, &args.container_id, &args.ifname);
@@ -149,6 +213,16 @@ pub fn del(args: &CmdArgs) -> Result<(), CniError> {
             .ipam_type
             .as_deref()
             .map(|t| s.spawn(move || delegate(Command::Del, args, t)));
+        // The veth beside the nft deletions: retiring the container end
+        // enters its namespace (a thread of its own anyway).
+        let veth = s.spawn(|| {
+            let r = match Netlink::new() {
+                Ok(mut nl) => delete_veth(Some(args), &mut nl, &host_name, &tag),
+                Err(e) => Err(netlink_error(e)),
+            };
+            trace.at("DEL veth");
+            r
+        });
         let mut errs = Vec::new();
         // nft deletions first. Closing the socket after deleting elements
         // would wait for the kernel's deferred cleanup (an RCU grace period,
@@ -164,13 +238,11 @@ pub fn del(args: &CmdArgs) -> Result<(), CniError> {
                 Err(e) => errs.push(e),
             }
         }
-        match Netlink::new() {
-            Ok(mut nl) => {
-                if let Err(e) = delete_veth(&mut nl, &host_name, &tag) {
-                    errs.push(e);
-                }
-            }
-            Err(e) => errs.push(netlink_error(e)),
+        trace.at("DEL nft");
+        match veth.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => errs.push(e),
+            Err(_) => errs.push(CniError::internal("the veth thread panicked")),
         }
         if let Some(h) = ipam {
             match h.join() {
@@ -179,11 +251,13 @@ pub fn del(args: &CmdArgs) -> Result<(), CniError> {
                 Err(_) => errs.push(CniError::internal("the IPAM thread panicked")),
             }
         }
+        trace.at("DEL ipam");
         if errs.is_empty() {
             if let Err(e) = remove_state(&path) {
                 errs.push(CniError::io(e));
             }
         }
+        trace.at("DEL done");
         combine(errs)
     })
 }
@@ -229,7 +303,7 @@ fn gc_one(
 ) -> bool {
     let tag = st.tag();
     let before = errs.len();
-    if let Err(e) = delete_veth(nl, &st.host_veth, &tag) {
+    if let Err(e) = delete_veth(None, nl, &st.host_veth, &tag) {
         errs.push(e);
     }
     let inst = Installed::from_state(st);
