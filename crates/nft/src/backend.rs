@@ -57,6 +57,23 @@ impl Backend for Nft {
         Nft::set_exists(self, family, table, set)
     }
     fn apply(&mut self, ruleset: &Ruleset) -> Result<(), NftError> {
+        // Over netlink when every part has a netlink form (rnet's own
+        // tables do): no `nft` process, whose start and read of the whole
+        // ruleset cost 4-25 ms, more on a host with a large firewall.
+        match Nft::apply_native(self, ruleset) {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => {
+                // `nft` reports what it refuses with a line of the file.
+                // A table that appeared meanwhile is replaced, not merged.
+                eprintln!("rnet: applying the tables over netlink failed ({e}); trying nft");
+                let mut r = ruleset.clone();
+                for t in &mut r.tables {
+                    t.fresh = false;
+                }
+                return self.apply_ruleset(&r.render()?);
+            }
+        }
         let text = ruleset.render()?;
         self.apply_ruleset(&text)
     }
@@ -120,7 +137,7 @@ pub struct Ensured {
 /// the model's comment (use the comment as a version marker), and every chain,
 /// set and map must exist. If so, nothing is done (`applied: false`).
 ///
-/// Otherwise the ruleset is applied (one `nft -f -`). The prelude deletes the
+/// Otherwise the ruleset is applied (one transaction, [`Backend::apply`]). The prelude deletes the
 /// old table, so the elements of sets and maps that still exist are listed
 /// first and carried over into the new table (the model's own elements win
 /// on equal keys); if nft rejects that (e.g. a set changed type between

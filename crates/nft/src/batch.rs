@@ -208,6 +208,23 @@ pub(crate) fn encode(
     let begin_seq = next_seq();
     m.batch_begin(begin_seq, None);
     let mut msgs = Vec::new();
+    encode_ops_into(&mut m, ops, destroy, next_seq, &mut msgs)?;
+    m.batch_end(next_seq());
+    Ok(Encoded {
+        bytes: m.buf,
+        begin_seq,
+        msgs,
+    })
+}
+
+/// The element messages of [`encode`], appended to a batch being built.
+pub(crate) fn encode_ops_into(
+    m: &mut MsgBuf,
+    ops: &[BatchOp],
+    destroy: bool,
+    next_seq: &mut dyn FnMut() -> u32,
+    msgs: &mut Vec<MsgInfo>,
+) -> Result<(), NftError> {
     for (i, op) in ops.iter().enumerate() {
         let (ty, flags) = match op.kind {
             OpKind::Add => (msg::NEWSETELEM, nl::NLM_F_CREATE),
@@ -250,12 +267,7 @@ pub(crate) fn encode(
             });
         }
     }
-    m.batch_end(next_seq());
-    Ok(Encoded {
-        bytes: m.buf,
-        begin_seq,
-        msgs,
-    })
+    Ok(())
 }
 
 /// `NFTA_LIST_ELEM { KEY { VALUE }, [DATA { VALUE | VERDICT {CODE, CHAIN} }], [USERDATA] }`.

@@ -167,7 +167,8 @@ impl KeyPart {
         }
     }
 
-    /// The nft text form (`10.0.0.1`, `tcp`, `8080`, `"eth0"`, `0x00000001`).
+    /// The nft text form (`10.0.0.1`, `tcp`, `8080`, `"eth0"`, `0x00000001`,
+    /// `02:42:0a:58:00:02`).
     pub fn to_nft_text(&self) -> String {
         match self {
             KeyPart::Ipv4(a) => a.to_string(),
@@ -176,6 +177,13 @@ impl KeyPart {
             KeyPart::Port(p) => p.to_string(),
             KeyPart::IfName(n) => format!("\"{n}\""),
             KeyPart::Mark(m) => format!("0x{m:08x}"),
+            // Six bytes are an `ether_addr` (the MAC spoof check's); nft
+            // reads those only in their colon form.
+            KeyPart::Raw(b) if b.len() == 6 => b
+                .iter()
+                .map(|x| format!("{x:02x}"))
+                .collect::<Vec<_>>()
+                .join(":"),
             KeyPart::Raw(b) => {
                 let mut s = String::from("0x");
                 for byte in b {

@@ -28,6 +28,8 @@ pub enum MetaKey {
     OifName = 7,
     /// Netfilter protocol family (`meta nfproto`), 1 byte.
     NfProto = 15,
+    /// Layer 4 protocol number (`meta l4proto`), 1 byte.
+    L4Proto = 16,
 }
 
 /// A payload base (`enum nft_payload_bases`).
@@ -37,6 +39,8 @@ pub enum Base {
     Link = 0,
     /// The network header.
     Network = 1,
+    /// The transport header (`th`).
+    Transport = 2,
 }
 
 /// A comparison (`enum nft_cmp_ops`).
@@ -110,10 +114,47 @@ pub enum Expr {
         /// Xor, as long as the value.
         xor: Vec<u8>,
     },
+    /// `lookup reg SREG set NAME dreg DREG`: a map lookup writing the value
+    /// to `dreg`, or the verdict when `dreg` is 0 (a verdict map).
+    MapLookup {
+        /// Source register (the first of a concatenation).
+        sreg: u32,
+        /// Map in the rule's table.
+        set: String,
+        /// Destination register; 0 = the verdict register.
+        dreg: u32,
+    },
+    /// `ct load status => reg` (4 bytes, host order).
+    CtStatus {
+        /// Destination register.
+        dreg: u32,
+    },
+    /// `fib daddr type => reg`: the route type of the destination address
+    /// (4 bytes, host order; 2 = local).
+    FibDaddrType {
+        /// Destination register.
+        dreg: u32,
+    },
+    /// `nat dnat` to the address in `addr` and the port in `proto`
+    /// (`flags 0x3`: address and port given).
+    Dnat {
+        /// IPv6 rather than IPv4.
+        v6: bool,
+        /// Register holding the address.
+        addr: u32,
+        /// Register holding the port.
+        proto: u32,
+    },
+    /// `masq`.
+    Masq,
     /// `counter`.
     Counter,
     /// `immediate reg 0 VERDICT`.
     Verdict(Verdict),
+    /// `immediate reg 0 jump -> CHAIN`.
+    Jump(String),
+    /// `immediate reg 0 return`.
+    Return,
 }
 
 // Attribute numbers (linux/netfilter/nf_tables.h).
@@ -166,6 +207,57 @@ pub fn daddr(v6: bool) -> Expr {
         len: if v6 { 16 } else { 4 },
         dreg: REG_1,
     }
+}
+
+/// The IPv4 (offset 12, 4 bytes) or IPv6 (offset 8, 16 bytes) source
+/// address into `dreg`.
+pub fn saddr(v6: bool, dreg: u32) -> Expr {
+    Expr::Payload {
+        base: Base::Network,
+        offset: if v6 { 8 } else { 12 },
+        len: if v6 { 16 } else { 4 },
+        dreg,
+    }
+}
+
+/// `len` bytes of header `base` at `offset` into `dreg`.
+pub fn payload(base: Base, offset: u32, len: u32, dreg: u32) -> Expr {
+    Expr::Payload {
+        base,
+        offset,
+        len,
+        dreg,
+    }
+}
+
+/// `cmp OP reg 1 DATA`.
+pub fn cmp(op: CmpOp, data: &[u8]) -> Expr {
+    Expr::Cmp {
+        sreg: REG_1,
+        op,
+        data: data.to_vec(),
+    }
+}
+
+/// `ct status dnat`: the connection's destination was translated.
+pub fn ct_status_dnat() -> [Expr; 3] {
+    [
+        Expr::CtStatus { dreg: REG_1 },
+        Expr::Bitwise {
+            reg: REG_1,
+            mask: 0x20u32.to_ne_bytes().to_vec(), // IPS_DST_NAT
+            xor: vec![0; 4],
+        },
+        cmp(CmpOp::Neq, &[0; 4]),
+    ]
+}
+
+/// `fib daddr type local`: the packet is addressed to this host.
+pub fn fib_daddr_local() -> [Expr; 2] {
+    [
+        Expr::FibDaddrType { dreg: REG_1 },
+        cmp(CmpOp::Eq, &2u32.to_ne_bytes()), // RTN_LOCAL
+    ]
 }
 
 /// `iifname`/`oifname` into a register.
@@ -237,15 +329,38 @@ impl Expr {
                 m.attr(DATA_VALUE, xor);
                 m.nest_end(v)?;
             }
-            Expr::Counter => {}
-            Expr::Verdict(v) => {
-                m.attr_be32(1, 0); // NFTA_IMMEDIATE_DREG: NFT_REG_VERDICT
-                let d = m.nest(2); // NFTA_IMMEDIATE_DATA
-                let vd = m.nest(DATA_VERDICT);
-                m.attr_be32(VERDICT_CODE, *v as u32);
-                m.nest_end(vd)?;
-                m.nest_end(d)?;
+            Expr::MapLookup { sreg, set, dreg } => {
+                crate::model::check_name("map", set)?;
+                m.attr_str(1, set); // NFTA_LOOKUP_SET
+                m.attr_be32(2, *sreg); // NFTA_LOOKUP_SREG
+                m.attr_be32(3, *dreg); // NFTA_LOOKUP_DREG
             }
+            Expr::CtStatus { dreg } => {
+                m.attr_be32(1, *dreg); // NFTA_CT_DREG
+                m.attr_be32(2, 2); // NFTA_CT_KEY: NFT_CT_STATUS
+            }
+            Expr::FibDaddrType { dreg } => {
+                m.attr_be32(1, *dreg); // NFTA_FIB_DREG
+                m.attr_be32(2, 3); // NFTA_FIB_RESULT: NFT_FIB_RESULT_ADDRTYPE
+                m.attr_be32(3, 2); // NFTA_FIB_FLAGS: NFTA_FIB_F_DADDR
+            }
+            Expr::Dnat { v6, addr, proto } => {
+                m.attr_be32(1, 1); // NFTA_NAT_TYPE: NFT_NAT_DNAT
+                m.attr_be32(2, if *v6 { 10 } else { 2 }); // NFTA_NAT_FAMILY
+                m.attr_be32(3, *addr); // NFTA_NAT_REG_ADDR_MIN
+                m.attr_be32(4, *addr); // NFTA_NAT_REG_ADDR_MAX
+                m.attr_be32(5, *proto); // NFTA_NAT_REG_PROTO_MIN
+                m.attr_be32(6, *proto); // NFTA_NAT_REG_PROTO_MAX
+                // NFTA_NAT_FLAGS: NF_NAT_RANGE_MAP_IPS | NF_NAT_RANGE_PROTO_SPECIFIED
+                m.attr_be32(7, 3);
+            }
+            Expr::Masq | Expr::Counter => {}
+            Expr::Verdict(v) => immediate(m, *v as i32, None)?,
+            Expr::Jump(chain) => {
+                crate::model::check_name("chain", chain)?;
+                immediate(m, -3, Some(chain))?; // NFT_JUMP
+            }
+            Expr::Return => immediate(m, -5, None)?, // NFT_RETURN
         }
         m.nest_end(data)?;
         m.nest_end(elem)
@@ -260,10 +375,29 @@ impl Expr {
             Expr::Lookup { .. } => "lookup",
             Expr::CtState { .. } => "ct",
             Expr::Bitwise { .. } => "bitwise",
+            Expr::MapLookup { .. } => "lookup",
+            Expr::CtStatus { .. } => "ct",
+            Expr::FibDaddrType { .. } => "fib",
+            Expr::Dnat { .. } => "nat",
+            Expr::Masq => "masq",
             Expr::Counter => "counter",
-            Expr::Verdict(_) => "immediate",
+            Expr::Verdict(_) | Expr::Jump(_) | Expr::Return => "immediate",
         }
     }
+}
+
+/// `NFTA_IMMEDIATE_DREG` 0 (the verdict register) and the verdict `code`,
+/// with its target chain for a jump or goto.
+fn immediate(m: &mut MsgBuf, code: i32, chain: Option<&str>) -> Result<(), NftError> {
+    m.attr_be32(1, 0); // NFTA_IMMEDIATE_DREG: NFT_REG_VERDICT
+    let d = m.nest(2); // NFTA_IMMEDIATE_DATA
+    let vd = m.nest(DATA_VERDICT);
+    m.attr_be32(VERDICT_CODE, code as u32);
+    if let Some(c) = chain {
+        m.attr_str(2, c); // NFTA_VERDICT_CHAIN
+    }
+    m.nest_end(vd)?;
+    m.nest_end(d)
 }
 
 #[cfg(test)]

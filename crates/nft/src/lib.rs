@@ -1,7 +1,9 @@
 //! rnet's nftables layer: one `inet rnet` table whose rules look up named
 //! sets and maps, a **hot path** that only adds and deletes set/map elements
 //! over nf_tables netlink, and a **slow path** that (re)creates the whole
-//! table with one `nft -f -`.
+//! table in one transaction: over netlink too when every part of it has a
+//! netlink form (rnet's own tables do, [`Nft::apply_native`]), else with
+//! one `nft -f -`.
 //!
 //! # Why two paths
 //!

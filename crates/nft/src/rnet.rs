@@ -24,9 +24,15 @@
 //! `<stateRoot>/nft/lock`, tries again (someone else may have restored in
 //! the meantime), and otherwise renders [`ruleset`] plus every journaled
 //! element (plus the elements still in the kernel's old table, when the table
-//! exists but is outdated or incomplete) and applies it with ONE
-//! `nft -f -`: tables and elements appear atomically together. Then the
-//! batch is retried.
+//! exists but is outdated or incomplete) and applies it in ONE transaction:
+//! tables and elements appear atomically together. Then the batch is retried.
+//! That transaction is sent over netlink ([`crate::Nft::apply_native`]: every
+//! chain of rnet's tables carries its rules as expressions beside their nft
+//! text, and a kernel test checks both give the same bytecode), so neither a
+//! first ADD nor a restore runs `nft`, whose cost grows with the host's
+//! other rules; `nft -f -` with the rendering remains the fallback, for
+//! chains without expressions (the port mapper's condition chains) and when
+//! the kernel refuses the netlink form.
 //!
 //! If nft rejects that file (e.g. two stale journals claim the same host
 //! port with different targets), the bare ruleset is applied and every
@@ -195,7 +201,8 @@ pub fn inet_table() -> Table {
             Chain::base("postrouting", "nat", "postrouting", "srcnat")
                 .policy("accept")
                 .rule("ip saddr @masq4 oifname != @bridges ip daddr != 224.0.0.0/4 masquerade")
-                .rule("ip6 saddr @masq6 oifname != @bridges ip6 daddr != ff00::/8 masquerade"),
+                .rule("ip6 saddr @masq6 oifname != @bridges ip6 daddr != ff00::/8 masquerade")
+                .native(vec![masq_rule(false), masq_rule(true)]),
         )
         .map(Map::new(PM_COND4, "inet_proto . inet_service", "verdict"))
         .map(Map::new(PM_COND6, "inet_proto . inet_service", "verdict"))
@@ -212,12 +219,20 @@ pub fn inet_table() -> Table {
         .chain(
             Chain::new(cond::CDNAT4)
                 .rule("dnat ip to ip daddr . meta l4proto . th dport map @hostip_ports4")
-                .rule("meta nfproto ipv4 dnat ip to meta l4proto . th dport map @hostports4"),
+                .rule("meta nfproto ipv4 dnat ip to meta l4proto . th dport map @hostports4")
+                .native(vec![
+                    pm_dnat_rule(false, true, HOSTIP_PORTS4),
+                    pm_dnat_rule(false, false, HOSTPORTS4),
+                ]),
         )
         .chain(
             Chain::new(cond::CDNAT6)
                 .rule("dnat ip6 to ip6 daddr . meta l4proto . th dport map @hostip_ports6")
-                .rule("meta nfproto ipv6 dnat ip6 to meta l4proto . th dport map @hostports6"),
+                .rule("meta nfproto ipv6 dnat ip6 to meta l4proto . th dport map @hostports6")
+                .native(vec![
+                    pm_dnat_rule(true, true, HOSTIP_PORTS6),
+                    pm_dnat_rule(true, false, HOSTPORTS6),
+                ]),
         )
         .chain(
             Chain::new("pm_dnat")
@@ -228,26 +243,158 @@ pub fn inet_table() -> Table {
                 .rule("ip6 daddr . meta l4proto . th dport vmap @pm_condip6")
                 .rule("dnat ip6 to ip6 daddr . meta l4proto . th dport map @hostip_ports6")
                 .rule("meta nfproto ipv6 meta l4proto . th dport vmap @pm_cond6")
-                .rule("meta nfproto ipv6 dnat ip6 to meta l4proto . th dport map @hostports6"),
+                .rule("meta nfproto ipv6 dnat ip6 to meta l4proto . th dport map @hostports6")
+                .native(vec![
+                    pm_vmap_rule(false, true, PM_CONDIP4),
+                    pm_dnat_rule(false, true, HOSTIP_PORTS4),
+                    pm_vmap_rule(false, false, PM_COND4),
+                    pm_dnat_rule(false, false, HOSTPORTS4),
+                    pm_vmap_rule(true, true, PM_CONDIP6),
+                    pm_dnat_rule(true, true, HOSTIP_PORTS6),
+                    pm_vmap_rule(true, false, PM_COND6),
+                    pm_dnat_rule(true, false, HOSTPORTS6),
+                ]),
         )
         .chain(
             Chain::base("pm_prerouting", "nat", "prerouting", "dstnat")
                 .policy("accept")
-                .rule("fib daddr type local jump pm_dnat"),
+                .rule("fib daddr type local jump pm_dnat")
+                .native(vec![to_pm_dnat()]),
         )
         .chain(
             Chain::base("pm_output", "nat", "output", "-100")
                 .policy("accept")
                 .rule("ip6 daddr ::1 return")
-                .rule("fib daddr type local jump pm_dnat"),
+                .rule("fib daddr type local jump pm_dnat")
+                .native(vec![
+                    {
+                        use crate::expr::*;
+                        let mut r = nfproto(true).to_vec();
+                        r.push(daddr(true));
+                        r.push(cmp(CmpOp::Eq, &Ipv6Addr::LOCALHOST.octets()));
+                        r.push(Expr::Return);
+                        r
+                    },
+                    to_pm_dnat(),
+                ]),
         )
         .chain(
             Chain::base("pm_postrouting", "nat", "postrouting", "srcnat")
                 .policy("accept")
                 .rule("ct status dnat ip saddr 127.0.0.0/8 masquerade")
                 .rule("ct status dnat oifname . ip saddr @hairpin4 masquerade")
-                .rule("ct status dnat oifname . ip6 saddr @hairpin6 masquerade"),
+                .rule("ct status dnat oifname . ip6 saddr @hairpin6 masquerade")
+                .native(vec![
+                    {
+                        use crate::expr::*;
+                        let mut r = ct_status_dnat().to_vec();
+                        r.extend(nfproto(false));
+                        r.push(payload(Base::Network, 12, 1, REG_1));
+                        r.push(cmp(CmpOp::Eq, &[127]));
+                        r.push(Expr::Masq);
+                        r
+                    },
+                    hairpin_rule(false),
+                    hairpin_rule(true),
+                ]),
         )
+}
+
+// The expressions of the NAT chains' rules, as nft compiles their text (a
+// kernel test compares the two). Concatenations use nft's registers: the
+// 16-byte `REG_1`/`REG_2` or, inside them, the 4-byte registers 9, 10, 13.
+
+/// `ip[6] saddr @masqN oifname != @bridges ip[6] daddr != MULTICAST masquerade`.
+fn masq_rule(v6: bool) -> Vec<crate::expr::Expr> {
+    use crate::expr::*;
+    let mut r = nfproto(v6).to_vec();
+    r.push(saddr(v6, REG_1));
+    r.push(lookup(if v6 { sets::MASQ6 } else { sets::MASQ4 }, false));
+    r.push(meta(MetaKey::OifName, REG_1));
+    r.push(lookup(sets::BRIDGES, true));
+    if v6 {
+        // ff00::/8: the first byte.
+        r.push(payload(Base::Network, 24, 1, REG_1));
+        r.push(cmp(CmpOp::Neq, &[0xff]));
+    } else {
+        // 224.0.0.0/4: the address masked to its first four bits.
+        r.push(daddr(false));
+        r.push(Expr::Bitwise {
+            reg: REG_1,
+            mask: vec![0xf0, 0, 0, 0],
+            xor: vec![0; 4],
+        });
+        r.push(cmp(CmpOp::Neq, &[0xe0, 0, 0, 0]));
+    }
+    r.push(Expr::Masq);
+    r
+}
+
+/// The port mapper's key: `[ip[6] daddr .] meta l4proto . th dport`.
+fn pm_key(v6: bool, with_addr: bool) -> Vec<crate::expr::Expr> {
+    use crate::expr::*;
+    let mut r = nfproto(v6).to_vec();
+    if with_addr {
+        r.push(daddr(v6));
+        let (proto, port) = if v6 { (REG_2, 13) } else { (9, 10) };
+        r.push(meta(MetaKey::L4Proto, proto));
+        r.push(payload(Base::Transport, 2, 2, port));
+    } else {
+        r.push(meta(MetaKey::L4Proto, REG_1));
+        r.push(payload(Base::Transport, 2, 2, 9));
+    }
+    r
+}
+
+/// `dnat ip[6] to KEY map @MAP`: the address lands in `REG_1`, the port
+/// right after it.
+fn pm_dnat_rule(v6: bool, with_addr: bool, map: &str) -> Vec<crate::expr::Expr> {
+    use crate::expr::*;
+    let mut r = pm_key(v6, with_addr);
+    r.push(Expr::MapLookup {
+        sreg: REG_1,
+        set: map.to_owned(),
+        dreg: REG_1,
+    });
+    r.push(Expr::Dnat {
+        v6,
+        addr: REG_1,
+        proto: if v6 { REG_2 } else { 9 },
+    });
+    r
+}
+
+/// `KEY vmap @MAP`.
+fn pm_vmap_rule(v6: bool, with_addr: bool, map: &str) -> Vec<crate::expr::Expr> {
+    let mut r = pm_key(v6, with_addr);
+    r.push(crate::expr::Expr::MapLookup {
+        sreg: crate::expr::REG_1,
+        set: map.to_owned(),
+        dreg: 0,
+    });
+    r
+}
+
+/// `fib daddr type local jump pm_dnat`.
+fn to_pm_dnat() -> Vec<crate::expr::Expr> {
+    let mut r = crate::expr::fib_daddr_local().to_vec();
+    r.push(crate::expr::Expr::Jump("pm_dnat".to_owned()));
+    r
+}
+
+/// `ct status dnat oifname . ip[6] saddr @hairpinN masquerade`.
+fn hairpin_rule(v6: bool) -> Vec<crate::expr::Expr> {
+    use crate::expr::*;
+    let mut r = ct_status_dnat().to_vec();
+    r.extend(nfproto(v6));
+    r.push(meta(MetaKey::OifName, REG_1));
+    r.push(saddr(v6, REG_2));
+    r.push(lookup(
+        if v6 { sets::HAIRPIN6 } else { sets::HAIRPIN4 },
+        false,
+    ));
+    r.push(Expr::Masq);
+    r
 }
 
 /// `table bridge rnet`: frames from a checked host veth whose source MAC is
@@ -1062,7 +1209,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RnetError> {
 
 /// How long [`lock`] waits for another process before giving up with
 /// [`RnetError::Busy`]. The lock is held only while the ruleset is rebuilt
-/// (one `nft -f`, tens of milliseconds), so this bound is only reached when
+/// (one transaction, milliseconds), so this bound is only reached when
 /// the holder is stuck.
 pub const LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -1243,7 +1390,7 @@ fn tables_present<B: Backend + ?Sized>(backend: &mut B) -> Result<bool, NftError
 
 /// `rnet reload`: apply [`ruleset`] with every journaled element (and the
 /// elements still present in the current tables) unconditionally, under the
-/// lock. One `nft -f -`.
+/// lock. One transaction.
 pub fn reload<B: Backend + ?Sized>(
     backend: &mut B,
     state_root: &Path,
@@ -1283,7 +1430,7 @@ pub fn is_current<B: Backend + ?Sized>(backend: &mut B) -> Result<bool, NftError
 
 /// Replace rnet's tables by [`ruleset`] filled with (1) the elements of the
 /// current tables' sets that still exist under the same name, and (2) every
-/// journaled element; one `nft -f -`. Call with the lock held ([`lock`]).
+/// journaled element; one transaction. Call with the lock held ([`lock`]).
 pub fn restore<B: Backend + ?Sized>(
     backend: &mut B,
     state_root: &Path,

@@ -750,3 +750,153 @@ fn native_feature_chains_match_their_nft_text() {
         );
     }
 }
+
+/// rnet's whole ruleset, every feature on and elements in every kind of set
+/// and map, as [`Nft::apply_native`] makes it and as `nft -f` makes it from
+/// the rendering: the same listing, the same bytecode, the same elements.
+#[test]
+fn native_ruleset_matches_its_nft_text() {
+    use crate::rnet::{TABLE, ruleset, sets, with_features};
+    let mut model = ruleset();
+    let el = |t: &mut Ruleset, fam: Family, set: &str, e: Element| {
+        let table = t
+            .tables
+            .iter_mut()
+            .find(|x| x.family == fam && x.name == TABLE)
+            .unwrap();
+        table.elements_mut(set).unwrap().push(e);
+    };
+    let v4 = |s: &str| KeyPart::Ipv4(s.parse().unwrap());
+    let v6 = |s: &str| KeyPart::Ipv6(s.parse().unwrap());
+    let ifn = |s: &str| KeyPart::IfName(s.into());
+    let m = &mut model;
+    el(
+        m,
+        INET,
+        sets::MASQ4,
+        Element::new(vec![v4("10.88.0.2")]).comment("n/c1/eth0"),
+    );
+    el(m, INET, sets::MASQ6, Element::new(vec![v6("fd00::2")]));
+    el(m, INET, sets::BRIDGES, Element::new(vec![ifn("cni0")]));
+    el(
+        m,
+        INET,
+        sets::BRIDGE_SELF,
+        Element::new(vec![ifn("cni0"), ifn("cni0")]),
+    );
+    el(m, INET, sets::ISOLATED, Element::new(vec![ifn("cni0")]));
+    el(
+        m,
+        INET,
+        sets::HAIRPIN4,
+        Element::new(vec![ifn("cni0"), v4("10.88.0.2")]),
+    );
+    el(
+        m,
+        INET,
+        sets::HAIRPIN6,
+        Element::new(vec![ifn("cni0"), v6("fd00::2")]),
+    );
+    el(
+        m,
+        INET,
+        sets::PUBLISHED4,
+        Element::new(vec![v4("10.88.0.2")]),
+    );
+    el(m, INET, sets::LOCALNET, Element::new(vec![ifn("cni0")]));
+    el(
+        m,
+        INET,
+        sets::HOSTPORTS4,
+        Element::new(vec![KeyPart::Proto(6), KeyPart::Port(8080)])
+            .data(vec![v4("10.88.0.2"), KeyPart::Port(80)])
+            .comment("n/c1/eth0"),
+    );
+    el(
+        m,
+        INET,
+        sets::HOSTIP_PORTS6,
+        Element::new(vec![v6("fd00::1"), KeyPart::Proto(17), KeyPart::Port(53)])
+            .data(vec![v6("fd00::2"), KeyPart::Port(5353)]),
+    );
+    el(
+        m,
+        INET,
+        sets::PM_COND4,
+        Element::new(vec![KeyPart::Proto(6), KeyPart::Port(9090)])
+            .verdict(Verdict::Goto(crate::rnet::cond::CDNAT4.into())),
+    );
+    el(
+        m,
+        Family::Bridge,
+        sets::SPOOF_PORTS,
+        Element::new(vec![ifn("veth1")]),
+    );
+    el(
+        m,
+        Family::Bridge,
+        sets::SPOOF_OK,
+        Element::new(vec![
+            ifn("veth1"),
+            KeyPart::Raw(vec![2, 0x42, 10, 88, 0, 2]),
+        ]),
+    );
+    assert_eq!(with_features(m), 4, "every feature is on");
+    for t in &mut m.tables {
+        t.fresh = true;
+    }
+    let (a, b) = (netns(), netns());
+    let mut na = Nft::in_netns(&a).unwrap();
+    assert!(
+        na.apply_native(&model).unwrap(),
+        "all of it has a netlink form"
+    );
+    let nb = Nft::in_netns(&b).unwrap();
+    drop(nb);
+    crate::apply_ruleset_in(&b, &model.render().unwrap()).unwrap();
+    // Rule handles depend on the order of creation; the rest must match.
+    let strip = |s: String| -> String {
+        s.lines()
+            .map(|l| {
+                let w: Vec<&str> = l.split(' ').collect();
+                match w.as_slice() {
+                    [fam, "rnet", chain, ..] if !l.starts_with(' ') && !chain.starts_with('@') => {
+                        format!("{fam} rnet {chain}")
+                    }
+                    _ => l.to_owned(),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let debug = |ns: &NetNs| strip(nft(ns, &["--debug=netlink", "list", "ruleset"]));
+    let plain = |ns: &NetNs| nft(ns, &["list", "ruleset"]);
+    let (da, db) = (debug(&a), debug(&b));
+    for (x, y) in da.lines().zip(db.lines()) {
+        assert_eq!(x, y, "bytecode differs");
+    }
+    assert_eq!(da, db, "bytecode differs");
+    assert_eq!(plain(&a), plain(&b), "listings differ");
+    for (kind, set) in [("map", sets::HOSTPORTS4), ("map", sets::PM_COND4)] {
+        assert_eq!(json_elems(&a, kind, set), json_elems(&b, kind, set));
+        assert_eq!(json_elems(&a, kind, set).len(), 1, "{set}");
+    }
+    // Fresh over an existing table: refused, nothing changed.
+    let before = plain(&a);
+    let e = na.apply_native(&model).unwrap_err();
+    assert_eq!(e.errno(), Some(libc::EEXIST), "{e}");
+    assert!(e.to_string().contains("table inet rnet"), "{e}");
+    assert_eq!(plain(&a), before);
+    // Not fresh: the table is replaced, not merged (no rule twice).
+    for t in &mut model.tables {
+        t.fresh = false;
+    }
+    assert!(na.apply_native(&model).unwrap());
+    assert_eq!(plain(&a), before);
+    // Something without a netlink form: nothing is sent.
+    model.tables[0]
+        .chains
+        .push(Chain::new("extra").rule("counter"));
+    assert!(!na.apply_native(&model).unwrap());
+    assert_eq!(plain(&a), before);
+}
