@@ -438,8 +438,8 @@ fn kernel_state_traffic_check_and_del() {
         .stdin(net.with_prev(&r1).to_string()));
     out.ok().unwrap();
     assert!(
-        link(&mut nl, hv_name).is_none_or(|l| !l.running),
-        "no carrier at once"
+        link(&mut nl, hv_name).is_none(),
+        "the host veth's name is gone when DEL returns"
     );
     assert!(
         link(&mut cnl, "eth0").is_none(),
@@ -448,6 +448,13 @@ fn kernel_state_traffic_check_and_del() {
     assert!(
         cnl.link_list().unwrap().iter().any(|l| l.name != "lo"),
         "the reaper is slow, the retired end is still there"
+    );
+    assert!(
+        nl.link_list()
+            .unwrap()
+            .iter()
+            .any(|l| l.name.starts_with("rnetdel") && !l.up),
+        "the retired host end is down"
     );
     let again = net.add(&c1);
     assert!(link(&mut cnl, "eth0").is_some_and(|l| l.up), "ADD again");
@@ -1053,6 +1060,31 @@ fn gc_and_status() {
     // Lose one state file: GC must still find its veth by alias.
     let sf = state_dir(&lab).join("gc").join("gc2_eth0.json");
     std::fs::remove_file(sf).unwrap();
+    // A DEL whose reaper has not finished (test hook: it waits 3 s): the
+    // retired pair is left to GC.
+    let out = run(lab
+        .cni(&net.plugin)
+        .command("DEL")
+        .container_id("gc1")
+        .netns(ctrs[1].netns_path())
+        .ifname("eth0")
+        .cni_path([rnet_bin_dir()])
+        .env("RNET_BRIDGE_TEST_REAP_DELAY_MS", "3000")
+        .stdin(c.to_string()));
+    out.ok().unwrap();
+    let mut nl = lab.netlink().unwrap();
+    let retired = |nl: &mut Netlink| {
+        nl.link_list()
+            .unwrap()
+            .into_iter()
+            .filter(|l| l.name.starts_with("rnetdel"))
+            .count()
+    };
+    assert_eq!(
+        retired(&mut nl),
+        1,
+        "the retired host end waits for its reaper"
+    );
 
     let mut gc = c.clone();
     merge(
@@ -1065,6 +1097,7 @@ fn gc_and_status() {
         .cni_path([rnet_bin_dir()])
         .stdin(gc.to_string()));
     out.ok().unwrap();
+    assert_eq!(retired(&mut nl), 0, "GC deleted the retired pair");
     wait_until("GC's veth deletions", || rnet_veths(&lab, "gc").len() == 1);
     assert_eq!(
         lease_files(&lab, "gc"),

@@ -56,10 +56,16 @@ fn delete_veth(
     // longer carries its name: traffic stops now (the address can be handed
     // out again at once), and the runtime, like the reference plugin's
     // users, finds `ifname` gone when DEL returns and may reuse it.
-    // (With the container end down, the host end has no carrier: nothing
-    // passes either way.)
-    if args.is_some_and(|a| retire_peer(a, &l)) && spawn_reaper(l.index, name, tag) {
-        return Ok(());
+    // The host end is retired too: the reference plugin's users check that
+    // both names are gone when DEL returns.
+    if args.is_some_and(|a| retire_peer(a, &l)) {
+        let retired = retired_name(l.index);
+        match nl.link_retire(l.index, &retired) {
+            Ok(()) if spawn_reaper(l.index, &retired, tag) => return Ok(()),
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => eprintln!("rnet-bridge: could not retire {name}: {e}"),
+        }
     }
     match nl.link_del(l.index) {
         Ok(()) => Ok(()),
@@ -68,7 +74,8 @@ fn delete_veth(
     }
 }
 
-/// The name a retired container end carries until the reaper deletes it.
+/// The name a retired end carries (in its namespace, where `index` is its
+/// interface index) until the reaper deletes the pair.
 fn retired_name(index: u32) -> String {
     format!("rnetdel{index}")
 }
@@ -116,8 +123,8 @@ pub const REAP_ENV: &str = "RNET_BRIDGE_REAP";
 const REAP_DELAY_ENV: &str = "RNET_BRIDGE_TEST_REAP_DELAY_MS";
 
 /// Unlinking a veth costs the kernel 15–40 ms of RCU grace periods (measured
-/// on the CI machine), most of a DEL. The pair is no longer anyone's: its
-/// container end is down and renamed ([`retire_peer`]). A detached child of
+/// on the CI machine), most of a DEL. The pair is no longer anyone's: both
+/// ends are down and renamed ([`retire_peer`], [`retired_name`]). A detached child of
 /// this executable (own process group, no stdio) finishes the deletion while
 /// DEL returns. An ADD that meets the leftover deletes it itself. Returns
 /// false if the child could not be started (the caller then deletes
@@ -392,6 +399,21 @@ pub fn gc(args: &CmdArgs, valid: &[Attachment]) -> Result<(), CniError> {
                 let Some((net, cid, ifname)) = parse_tag(alias) else {
                     continue;
                 };
+                if net == network
+                    && l.kind.as_deref() == Some("veth")
+                    && l.name == retired_name(l.index)
+                {
+                    // Retired by a DEL whose reaper did not finish: nobody's.
+                    if let Err(e) = nl.link_del(l.index) {
+                        if !e.is_not_found() {
+                            errs.push(
+                                netlink_error(e)
+                                    .context(format!("GC: deleting retired veth {}", l.name)),
+                            );
+                        }
+                    }
+                    continue;
+                }
                 if net != network
                     || l.kind.as_deref() != Some("veth")
                     || l.name != host_veth_name(cid, ifname)
