@@ -91,6 +91,11 @@ fn retire_peer(args: &CmdArgs, host: &rnet_netlink::Link) -> bool {
     let Ok(Some(ns)) = rnet_plugin::container_netns_for_del(args) else {
         return false;
     };
+    // Never rename anything in the plugin's own namespace (a runtime that
+    // passed the host's by mistake).
+    if rnet_plugin::refuse_own_netns(&ns).is_err() {
+        return false;
+    }
     let Ok(mut cnl) = Netlink::in_netns(&ns) else {
         return false;
     };
