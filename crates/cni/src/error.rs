@@ -56,6 +56,8 @@ pub mod code {
     pub const INTERFACE_EXISTS: u32 = 113;
     /// rnet: the bridge already has 1023 ports, the most a Linux bridge can have.
     pub const BRIDGE_FULL: u32 = 117;
+    /// rnet: the bridge port (the host end of the veth) did not come up.
+    pub const PORT_NOT_UP: u32 = 118;
     /// rnet: a host port is already published by another attachment.
     pub const PORT_TAKEN: u32 = 120;
     /// rnet: the DNS resolver could not be started, bind, or persist.

@@ -1936,3 +1936,63 @@ fn held_locks_give_try_again_and_roll_back() {
     net.del(&ctr, Some(&r));
     assert!(lease_files(&lab, "lk").is_empty());
 }
+
+/// When ADD returns, the container's port forwards (operstate up, bridge
+/// port state forwarding), as the reference guarantees, even while another
+/// process keeps the rtnl lock busy (the kernel brings a port to forwarding
+/// in its link-watch work, which needs that lock).
+#[test]
+fn ports_forward_when_add_returns() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let lab = lab();
+    let net = Net::rnet(
+        &lab,
+        conf(&lab, "fw", "br-fwd", &["10.36.0.0/24"], json!({})),
+    );
+    let ctrs: Vec<Container> = (0..20)
+        .map(|i| lab.add_container(&format!("fwd{i}")).unwrap())
+        .collect();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        // rtnl pressure: bridges made and deleted in a namespace of our own.
+        let churn = s.spawn(|| {
+            let ns = rnet_netns::NetNs::new_unnamed().unwrap();
+            let mut nl = Netlink::in_netns(&ns).unwrap();
+            let mut n = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                let name = format!("churn{}", n % 8);
+                if let Ok(i) = nl.create_bridge(&name, &rnet_netlink::BridgeOpts::default()) {
+                    let _ = nl.link_del(i);
+                }
+                n += 1;
+            }
+            n
+        });
+        let hs: Vec<_> = ctrs
+            .iter()
+            .map(|c| {
+                let net = &net;
+                let lab = &lab;
+                s.spawn(move || {
+                    let r = net.add(c);
+                    let host = r["interfaces"][1]["name"].as_str().unwrap().to_owned();
+                    let mut nl = lab.netlink().unwrap();
+                    let l = link(&mut nl, &host).unwrap();
+                    let port = nl.bridge_port_get(l.index).unwrap().unwrap();
+                    (host, l.running, port.state)
+                })
+            })
+            .collect();
+        let got: Vec<_> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+        stop.store(true, Ordering::Relaxed);
+        let rounds = churn.join().unwrap();
+        assert!(rounds > 0, "the churn ran");
+        for (host, running, state) in got {
+            assert!(running, "{host}: not up when ADD returned");
+            assert_eq!(state, Some(3), "{host}: not forwarding when ADD returned");
+        }
+    });
+    for c in &ctrs {
+        net.del(c, None);
+    }
+}

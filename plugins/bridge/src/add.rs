@@ -259,6 +259,10 @@ fn add_inner(
     st.spoofchk = spoof_mac.is_some();
     st.isolated = conf.isolation;
     trace.at("nft");
+    if !conf.disable_container_interface {
+        wait_port_up(&mut nl, host_idx, &host_name)?;
+        trace.at("port up");
+    }
 
     // A bridge whose address was not set takes the lowest of its ports'
     // addresses, so the new port may have changed it: read it again (as the
@@ -291,6 +295,48 @@ fn add_inner(
     write_state(&path, &st)?;
     undo.armed = false;
     Ok(result)
+}
+
+/// How long ADD waits for its bridge port to come up (the reference's bound).
+const PORT_UP_TIMEOUT: Duration = Duration::from_millis(2500);
+
+/// Waits until bridge port `idx` (the host end of the veth) is up, as the
+/// reference does before it answers. The kernel starts forwarding through a
+/// port in its link-watch work, which runs after both ends were set up and
+/// needs the rtnl lock; until then frames to and from the container are
+/// dropped, so a container started at once could lose its first packets.
+/// It is usually up by now (one request); otherwise polled with growing
+/// pauses, for at most [`PORT_UP_TIMEOUT`].
+fn wait_port_up(nl: &mut Netlink, idx: u32, name: &str) -> Result<(), CniError> {
+    let start = Instant::now();
+    let mut pause = Duration::from_micros(50);
+    loop {
+        match nl
+            .link_by_index(idx)
+            .map_err(nl_err(format!("looking up bridge port {name}")))?
+        {
+            Some(l) if l.running => return Ok(()),
+            Some(_) => {}
+            None => {
+                return Err(CniError::new(
+                    code::NETLINK,
+                    format!("bridge port {name} disappeared during ADD"),
+                ));
+            }
+        }
+        if start.elapsed() >= PORT_UP_TIMEOUT {
+            return Err(CniError::new(
+                code::PORT_NOT_UP,
+                format!(
+                    "bridge port {name} is not up {} ms after both ends were set up: \
+                     the kernel's link-watch work has not run (something holds the rtnl lock?)",
+                    PORT_UP_TIMEOUT.as_millis()
+                ),
+            ));
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
 }
 
 /// The address of a host-side veth: random, locally administered, with the
