@@ -337,6 +337,16 @@ fn gc_one(
     errs.len() == before
 }
 
+/// GC: deletes leftover veth `l` (`what` names the kind in the error);
+/// gone already is fine.
+fn gc_delete_link(nl: &mut Netlink, l: &rnet_netlink::Link, what: &str, errs: &mut Vec<CniError>) {
+    if let Err(e) = nl.link_del(l.index) {
+        if !e.is_not_found() {
+            errs.push(netlink_error(e).context(format!("GC: deleting {what} veth {}", l.name)));
+        }
+    }
+}
+
 /// GC: removes state files, veths, nft elements and leases of every
 /// attachment of this network not in `valid`, then forwards GC to IPAM.
 /// Goes on after errors and reports them all.
@@ -390,14 +400,7 @@ pub fn gc(args: &CmdArgs, valid: &[Attachment]) -> Result<(), CniError> {
                         && l.master == bridge_index
                         && !valid_names.contains(&l.name)
                     {
-                        if let Err(e) = nl.link_del(l.index) {
-                            if !e.is_not_found() {
-                                errs.push(
-                                    netlink_error(e)
-                                        .context(format!("GC: deleting unnamed veth {}", l.name)),
-                                );
-                            }
-                        }
+                        gc_delete_link(&mut nl, &l, "unnamed", &mut errs);
                     }
                     continue;
                 };
@@ -409,14 +412,7 @@ pub fn gc(args: &CmdArgs, valid: &[Attachment]) -> Result<(), CniError> {
                     && l.name == retired_name(l.index)
                 {
                     // Retired by a DEL whose reaper did not finish: nobody's.
-                    if let Err(e) = nl.link_del(l.index) {
-                        if !e.is_not_found() {
-                            errs.push(
-                                netlink_error(e)
-                                    .context(format!("GC: deleting retired veth {}", l.name)),
-                            );
-                        }
-                    }
+                    gc_delete_link(&mut nl, &l, "retired", &mut errs);
                     continue;
                 }
                 if net != network
