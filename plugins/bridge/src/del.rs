@@ -33,8 +33,8 @@ fn combine(mut errs: Vec<CniError>) -> Result<(), CniError> {
 
 /// Deletes host veth `name` if it carries `tag` (deleting one end removes the
 /// pair). Gone already is fine; a veth of that name with another tag is left
-/// alone. With the DEL's `args`, the container end is retired first and a
-/// reaper finishes the deletion ([`spawn_reaper`]).
+/// alone. With the DEL's `args`, both ends are retired first (down,
+/// renamed) and a reaper finishes the deletion ([`spawn_reaper`]).
 fn delete_veth(
     args: Option<&CmdArgs>,
     nl: &mut Netlink,
@@ -52,12 +52,10 @@ fn delete_veth(
         return Ok(());
     }
     // Unlinking waits for the kernel (see `spawn_reaper`); a reaper may do
-    // it after DEL returns, but only once the container end is down and no
-    // longer carries its name: traffic stops now (the address can be handed
-    // out again at once), and the runtime, like the reference plugin's
-    // users, finds `ifname` gone when DEL returns and may reuse it.
-    // The host end is retired too: the reference plugin's users check that
-    // both names are gone when DEL returns.
+    // it after DEL returns, but only once both ends are down and no longer
+    // carry their names: traffic stops now (the address can be handed out
+    // again at once), and the runtime, like the reference plugin's users,
+    // finds both names gone when DEL returns and may reuse them.
     if args.is_some_and(|a| retire_peer(a, &l)) {
         let retired = retired_name(l.index);
         match nl.link_retire(l.index, &retired) {
