@@ -153,7 +153,7 @@ fn spawn_reaper(index: u32, name: &str, tag: &str) -> bool {
         .is_ok()
 }
 
-/// The reaper's work (see [`spawn_reaper`]): delete link `index` if it still
+/// The reaper's work (see `spawn_reaper`): delete link `index` if it still
 /// is host veth `name` with alias `tag` (an index is not reused soon, and the
 /// name and alias are checked too). Errors are ignored: ADD and GC clean up
 /// leftovers anyway.
