@@ -1,18 +1,21 @@
 //! nf_tables rule expressions, for the chains rnet creates over netlink
 //! instead of through an `nft` process ([`crate::Chain::native`]).
 //!
-//! Only what rnet's feature chains use: meta and payload loads, comparisons,
-//! set lookups, conntrack state tests, a counter and verdicts. Each rule is
-//! written beside its nft text, and a kernel test checks that the two give
-//! the same bytecode (`nft --debug=netlink list`), so the text stays the
-//! documentation and the fallback.
+//! Only what rnet's own chains use: meta and payload loads, comparisons,
+//! set and map lookups, conntrack state and status tests, `fib`, DNAT,
+//! masquerade, a counter and verdicts ([`crate::Verdict`], jumps included).
+//! Each rule is written beside its nft text, and kernel tests check that
+//! the two give the same bytecode (`nft --debug=netlink list`), so the text
+//! stays the documentation and the fallback.
 //!
 //! Registers: [`REG_1`] and [`REG_2`] are the 16-byte registers nft uses
-//! for single values and for two-field concatenations of interface names and
-//! link-layer addresses.
+//! for single values and for concatenations; inside them, nft addresses
+//! the 4-byte parts of a concatenation as registers 8 and up (9, 10, 13 in
+//! rnet's NAT rules).
 
-use crate::NftError;
 use crate::nl::MsgBuf;
+use crate::nl::attr::{DATA_VALUE, DATA_VERDICT, LIST_ELEM, VERDICT_CHAIN, VERDICT_CODE};
+use crate::{NftError, Verdict};
 
 /// The first 16-byte data register (`NFT_REG_1`).
 pub const REG_1: u32 = 1;
@@ -50,15 +53,6 @@ pub enum CmpOp {
     Eq = 0,
     /// `!=`
     Neq = 1,
-}
-
-/// A verdict of an immediate statement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// `drop` (`NF_DROP`).
-    Drop = 0,
-    /// `accept` (`NF_ACCEPT`).
-    Accept = 1,
 }
 
 /// One expression of a rule.
@@ -149,21 +143,13 @@ pub enum Expr {
     Masq,
     /// `counter`.
     Counter,
-    /// `immediate reg 0 VERDICT`.
+    /// `immediate reg 0 VERDICT` (with its chain for a jump or goto).
     Verdict(Verdict),
-    /// `immediate reg 0 jump -> CHAIN`.
-    Jump(String),
-    /// `immediate reg 0 return`.
-    Return,
 }
 
 // Attribute numbers (linux/netfilter/nf_tables.h).
-const LIST_ELEM: u16 = 1;
 const EXPR_NAME: u16 = 1;
 const EXPR_DATA: u16 = 2;
-const DATA_VALUE: u16 = 1;
-const DATA_VERDICT: u16 = 2;
-const VERDICT_CODE: u16 = 1;
 
 /// `meta nfproto ipv4|ipv6`: the implicit dependency nft adds in an `inet`
 /// table before a network-header match.
@@ -355,12 +341,20 @@ impl Expr {
                 m.attr_be32(7, 3);
             }
             Expr::Masq | Expr::Counter => {}
-            Expr::Verdict(v) => immediate(m, *v as i32, None)?,
-            Expr::Jump(chain) => {
-                crate::model::check_name("chain", chain)?;
-                immediate(m, -3, Some(chain))?; // NFT_JUMP
+            Expr::Verdict(v) => {
+                if let Some(c) = v.chain() {
+                    crate::model::check_name("chain", c)?;
+                }
+                m.attr_be32(1, 0); // NFTA_IMMEDIATE_DREG: NFT_REG_VERDICT
+                let d = m.nest(2); // NFTA_IMMEDIATE_DATA
+                let vd = m.nest(DATA_VERDICT);
+                m.attr_be32(VERDICT_CODE, v.code() as u32);
+                if let Some(c) = v.chain() {
+                    m.attr_str(VERDICT_CHAIN, c);
+                }
+                m.nest_end(vd)?;
+                m.nest_end(d)?;
             }
-            Expr::Return => immediate(m, -5, None)?, // NFT_RETURN
         }
         m.nest_end(data)?;
         m.nest_end(elem)
@@ -381,23 +375,9 @@ impl Expr {
             Expr::Dnat { .. } => "nat",
             Expr::Masq => "masq",
             Expr::Counter => "counter",
-            Expr::Verdict(_) | Expr::Jump(_) | Expr::Return => "immediate",
+            Expr::Verdict(_) => "immediate",
         }
     }
-}
-
-/// `NFTA_IMMEDIATE_DREG` 0 (the verdict register) and the verdict `code`,
-/// with its target chain for a jump or goto.
-fn immediate(m: &mut MsgBuf, code: i32, chain: Option<&str>) -> Result<(), NftError> {
-    m.attr_be32(1, 0); // NFTA_IMMEDIATE_DREG: NFT_REG_VERDICT
-    let d = m.nest(2); // NFTA_IMMEDIATE_DATA
-    let vd = m.nest(DATA_VERDICT);
-    m.attr_be32(VERDICT_CODE, code as u32);
-    if let Some(c) = chain {
-        m.attr_str(2, c); // NFTA_VERDICT_CHAIN
-    }
-    m.nest_end(vd)?;
-    m.nest_end(d)
 }
 
 #[cfg(test)]

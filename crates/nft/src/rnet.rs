@@ -272,7 +272,7 @@ pub fn inet_table() -> Table {
                         let mut r = nfproto(true).to_vec();
                         r.push(daddr(true));
                         r.push(cmp(CmpOp::Eq, &Ipv6Addr::LOCALHOST.octets()));
-                        r.push(Expr::Return);
+                        r.push(Expr::Verdict(Verdict::Return));
                         r
                     },
                     to_pm_dnat(),
@@ -378,7 +378,9 @@ fn pm_vmap_rule(v6: bool, with_addr: bool, map: &str) -> Vec<crate::expr::Expr> 
 /// `fib daddr type local jump pm_dnat`.
 fn to_pm_dnat() -> Vec<crate::expr::Expr> {
     let mut r = crate::expr::fib_daddr_local().to_vec();
-    r.push(crate::expr::Expr::Jump("pm_dnat".to_owned()));
+    r.push(crate::expr::Expr::Verdict(Verdict::Jump(
+        "pm_dnat".to_owned(),
+    )));
     r
 }
 
@@ -448,7 +450,7 @@ impl Feature {
 }
 
 fn localnet_chains() -> Vec<Chain> {
-    use crate::expr::{Base, CmpOp, Expr, REG_1, Verdict, nfproto};
+    use crate::expr::{Base, CmpOp, Expr, REG_1, nfproto};
     // `route_localnet` on a bridge must never expose the host's 127.0.0.1
     // services to the link (CVE-2020-8558). Before conntrack.
     let mut r = not_lo();
@@ -493,7 +495,7 @@ fn not_lo() -> Vec<crate::expr::Expr> {
 }
 
 fn guard_chains() -> Vec<Chain> {
-    use crate::expr::{Expr, MetaKey, REG_1, Verdict, ct_state_any, daddr, lookup, meta, nfproto};
+    use crate::expr::{Expr, MetaKey, REG_1, ct_state_any, daddr, lookup, meta, nfproto};
     let rule = |v6: bool, set: &str| {
         let mut r = not_lo();
         r.extend([meta(MetaKey::IifName, REG_1), lookup(sets::BRIDGES, true)]);
@@ -515,9 +517,7 @@ fn guard_chains() -> Vec<Chain> {
 }
 
 fn isolation_chains() -> Vec<Chain> {
-    use crate::expr::{
-        Expr, MetaKey, REG_1, REG_2, Verdict, ct_state_any, daddr, lookup, meta, nfproto,
-    };
+    use crate::expr::{Expr, MetaKey, REG_1, REG_2, ct_state_any, daddr, lookup, meta, nfproto};
     let admitted = |v6: bool, set: &str| {
         let mut r = ct_state_any(0x2 | 0x4).to_vec();
         r.extend(nfproto(v6));
@@ -561,7 +561,7 @@ fn isolation_chains() -> Vec<Chain> {
 }
 
 fn spoofchk_chains() -> Vec<Chain> {
-    use crate::expr::{Base, Expr, MetaKey, REG_1, REG_2, Verdict, lookup, meta};
+    use crate::expr::{Base, Expr, MetaKey, REG_1, REG_2, lookup, meta};
     vec![
         Chain::base("prerouting", "filter", "prerouting", "-300")
             .policy("accept")
