@@ -205,6 +205,47 @@ impl Impl {
         self.timed(i, shape, "DEL")
     }
 
+    /// The kernel's part of one ADD alone: the veth request rnet's bridge
+    /// plugin makes (the pair, its peer straight into container 0's
+    /// namespace, a port of `bench0`, up, with its alias and IPv6 off on
+    /// the port, as `rnet_netlink::Netlink::create_veth` sends them),
+    /// timed in this process from a thread in the lab host; the pair is
+    /// deleted again (not timed). Shows what any plugin's ADD on this
+    /// bridge pays for its port, whatever the plugin does around it.
+    pub fn veth_floor(&self) -> Result<Duration> {
+        let netns = self
+            .containers
+            .first()
+            .map(|c| c.netns_path())
+            .context("the veth probe needs one container")?;
+        let peer_ns = rnet_netns::NetNs::open(&netns)?;
+        self.lab.host().run(move || -> Result<Duration> {
+            let mut nl = rnet_netlink::Netlink::new()?;
+            let br = nl
+                .link_by_name("bench0")?
+                .context("bridge bench0 not found in the lab host")?;
+            let mut mac = rnet_netlink::random_mac();
+            mac[0] = 0xfe;
+            let spec = rnet_netlink::VethSpec {
+                name: "rnfloor0",
+                peer_name: "floor0",
+                peer_ns: Some(&peer_ns),
+                mac: Some(mac),
+                peer_mac: Some(rnet_netlink::random_mac()),
+                master: Some(br.index),
+                up: true,
+                alias: Some("floor/probe"),
+                host_no_ipv6_ll: true,
+                ..rnet_netlink::VethSpec::default()
+            };
+            let t = Instant::now();
+            let idx = nl.create_veth(&spec)?;
+            let d = t.elapsed();
+            nl.link_del(idx)?;
+            Ok(d)
+        })?
+    }
+
     /// The port mapper alone: `reps` ADD+DEL pairs of the plugin executed
     /// directly (as the runtime would, with a prevResult of a probe
     /// attachment and one mapping on host port 65000) with whatever mappings
@@ -420,6 +461,8 @@ pub fn scale(
         .map(|b| crate::netavark::ScaleSide::new(b, shape))
         .transpose()?;
     let mut at: Vec<Vec<(usize, Duration)>> = vec![Vec::new(); imps.len()];
+    // The kernel's veth request alone, beside each timed rnet ADD.
+    let mut floor: Vec<(usize, Duration)> = Vec::new();
     // The port mapper alone, with 0 and then each mark's count of mappings
     // installed (issue 5: ADD with 1000 mappings at most 1.2x with none).
     let mut pm: Vec<Vec<(usize, Duration)>> = vec![Vec::new(); imps.len()];
@@ -443,6 +486,10 @@ pub fn scale(
             }
             if timed {
                 at[k].push((i, d));
+                if imp.rnet {
+                    std::thread::sleep(SETTLE);
+                    floor.push((i, imp.veth_floor()?));
+                }
             }
             if shape.portmap && marks.contains(&i) {
                 std::thread::sleep(SETTLE);
@@ -469,30 +516,51 @@ pub fn scale(
     }
     println!("{header} last/first |");
     println!("|---|{}---|", "---|".repeat(marks.len()));
-    for (k, name) in names.iter().enumerate() {
+    // Median of each mark's window, in ms.
+    let medians = |samples: &[(usize, Duration)]| -> Vec<f64> {
+        marks
+            .iter()
+            .map(|m| {
+                let mut w: Vec<Duration> = samples
+                    .iter()
+                    .filter(|(i, _)| window(*m, *i))
+                    .map(|(_, d)| *d)
+                    .collect();
+                w.sort();
+                w.get(w.len() / 2)
+                    .copied()
+                    .unwrap_or_default()
+                    .as_secs_f64()
+                    * 1e3
+            })
+            .collect()
+    };
+    let row = |name: &str, meds: &[f64]| {
         let mut row = format!("| {name} |");
-        let mut firstlast = (0.0, 0.0);
-        for (j, m) in marks.iter().enumerate() {
-            let mut w: Vec<Duration> = at[k]
-                .iter()
-                .filter(|(i, _)| window(*m, *i))
-                .map(|(_, d)| *d)
-                .collect();
-            w.sort();
-            let med = w
-                .get(w.len() / 2)
-                .copied()
-                .unwrap_or_default()
-                .as_secs_f64()
-                * 1e3;
-            if j == 0 {
-                firstlast.0 = med;
-            }
-            firstlast.1 = med;
-            row.push_str(&format!(" {med:.2} |"));
+        for m in meds {
+            row.push_str(&format!(" {m:.2} |"));
         }
-        let r = firstlast.1 / firstlast.0.max(1e-9);
-        println!("{row} {r:.2} |");
+        let first = meds.first().copied().unwrap_or_default();
+        let last = meds.last().copied().unwrap_or_default();
+        println!("{row} {:.2} |", last / first.max(1e-9));
+    };
+    for (k, name) in names.iter().enumerate() {
+        row(name, &medians(&at[k]));
+    }
+    if !floor.is_empty() {
+        let kernel = medians(&floor);
+        row("kernel: rnet's veth request alone ¹", &kernel);
+        if let Some(k) = imps.iter().position(|imp| imp.rnet) {
+            let rest: Vec<f64> = medians(&at[k])
+                .iter()
+                .zip(&kernel)
+                .map(|(a, f)| a - f)
+                .collect();
+            row("rnet ADD minus the veth request", &rest);
+        }
+        println!(
+            "\n¹ In process, no plugin: the same RTM_NEWLINK (pair with its peer in a container's namespace, bridge port, up, alias and IPv6 off on the port) timed beside each timed rnet ADD after the same pause, then deleted. The bridge's per-port work is the kernel's: any plugin pays it.\n"
+        );
     }
     for (k, imp) in imps.iter().enumerate() {
         println!(

@@ -579,6 +579,67 @@ fn dnsperf(
     })
 }
 
+/// The queries of a dnsperf data file (`name TYPE` per line), in wire format.
+fn wire_queries(file: &Path) -> Result<Vec<Vec<u8>>> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("reading query file {}", file.display()))?;
+    text.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            Some((w.next()?, w.next().unwrap_or("A")))
+        })
+        .map(|(name, ty)| {
+            let qt = match ty {
+                "A" => QType::A,
+                "AAAA" => QType::Aaaa,
+                "PTR" => QType::Ptr,
+                other => bail!(
+                    "query type {other} in {} is not one the load client asks",
+                    file.display()
+                ),
+            };
+            netns_fixtures::build_query(0, name, qt).map_err(anyhow::Error::from)
+        })
+        .collect()
+}
+
+/// The queries of `file` from rnet-bench's own load client
+/// ([`crate::dnsload`]) in the client's namespace, pinned to CPU 1.
+fn load_client(
+    client: &netns_fixtures::Container,
+    server_pid: u32,
+    file: &Path,
+    secs: u32,
+) -> Result<Perf> {
+    let queries = wire_queries(file)?;
+    let server = SocketAddr::new(IpAddr::V4(GW), 53);
+    let cpu0 = cpu_secs(server_pid);
+    let l = client
+        .ns()
+        .run(|| crate::dnsload::run(server, &queries, f64::from(secs), 1))??;
+    let cpu = cpu_secs(server_pid) - cpu0;
+    let total = l.answered.max(1) as f64;
+    let share = |k: usize| 100.0 * l.rcodes[k] as f64 / total;
+    Ok(Perf {
+        qps: l.qps,
+        qps_per_cpu: if cpu > 0.0 {
+            l.answered as f64 / cpu
+        } else {
+            0.0
+        },
+        cpu_share: if l.secs > 0.0 { cpu / l.secs } else { 0.0 },
+        lost: l.lost,
+        p50_us: l.p50_us,
+        p99_us: l.p99_us,
+        rcodes: format!(
+            "NOERROR {:.2}%, NXDOMAIN {:.2}%, other {:.2}%",
+            share(0),
+            share(1),
+            share(2)
+        ),
+    })
+}
+
 fn pct(v: &mut [Duration], p: f64) -> Duration {
     v.sort();
     v.get(((v.len() as f64 * p) as usize).min(v.len().saturating_sub(1)))
@@ -667,6 +728,16 @@ struct Asked {
 }
 
 /// One QPS measurement, for the ratio table.
+/// What the query runs fill in: per client (dnsperf, then the load client
+/// of `dnsload`), a table's rows and the cells for the ratio tables.
+#[derive(Default)]
+struct Tables {
+    perf_rows: String,
+    cells: Vec<Cell>,
+    load_rows: String,
+    load_cells: Vec<Cell>,
+}
+
 struct Cell {
     server: &'static str,
     n: usize,
@@ -676,14 +747,7 @@ struct Cell {
     p99_us: f64,
 }
 
-fn one(
-    kind: Kind,
-    n: usize,
-    o: &DnsOpts,
-    exe: &Path,
-    perf_rows: &mut String,
-    cells: &mut Vec<Cell>,
-) -> Result<Option<Row>> {
+fn one(kind: Kind, n: usize, o: &DnsOpts, exe: &Path, t: &mut Tables) -> Result<Option<Row>> {
     if kind == Kind::Aardvark && !Path::new(AARDVARK).is_file() {
         return Ok(None);
     }
@@ -763,32 +827,39 @@ fn one(
     for qk in o.dns_kinds.split(',').map(str::trim) {
         let file = query_file(lab.state_dir(), qk, n, kind.domain())?;
         let p = dnsperf(&client, srv.proc.pid, &file, o.dns_secs)?;
-        cells.push(Cell {
-            server: kind.name(),
-            n,
-            kind: qk.to_owned(),
-            qps: p.qps,
-            qps_per_cpu: p.qps_per_cpu,
-            p99_us: p.p99_us,
-        });
-        let _ = writeln!(
-            perf_rows,
-            "| {} | {n} | {qk} | {:.0} | {:.0}% | {:.0} | {} | {:.0} | {:.0} | {} |",
-            kind.name(),
-            p.qps,
-            p.cpu_share * 100.0,
-            p.qps_per_cpu,
-            p.lost,
-            p.p50_us,
-            p.p99_us,
-            p.rcodes
-        );
-        eprintln!(
-            "dns: {} {n} {qk}: {:.0} qps, p99 {:.0} µs",
-            kind.name(),
-            p.qps,
-            p.p99_us
-        );
+        let l = load_client(&client, srv.proc.pid, &file, o.dns_secs)?;
+        for (p, rows, cells, what) in [
+            (&p, &mut t.perf_rows, &mut t.cells, "dnsperf"),
+            (&l, &mut t.load_rows, &mut t.load_cells, "load client"),
+        ] {
+            cells.push(Cell {
+                server: kind.name(),
+                n,
+                kind: qk.to_owned(),
+                qps: p.qps,
+                qps_per_cpu: p.qps_per_cpu,
+                p99_us: p.p99_us,
+            });
+            let _ = writeln!(
+                rows,
+                "| {} | {n} | {qk} | {:.0} | {:.0}% | {:.0} | {} | {:.0} | {:.0} | {} |",
+                kind.name(),
+                p.qps,
+                p.cpu_share * 100.0,
+                p.qps_per_cpu,
+                p.lost,
+                p.p50_us,
+                p.p99_us,
+                p.rcodes
+            );
+            eprintln!(
+                "dns: {} {n} {qk} ({what}): {:.0} qps at {:.0}% server CPU, p99 {:.0} µs",
+                kind.name(),
+                p.qps,
+                p.cpu_share * 100.0,
+                p.p99_us
+            );
+        }
     }
     let (rss_after, hwm) = rss_kb(srv.proc.pid);
     let (mut times, first_try, asked) = churn(&mut srv, &client, o.dns_changes)?;
@@ -892,8 +963,7 @@ pub(crate) fn dns(o: &DnsOpts, rnet_dir: &Path) -> Result<()> {
     // Daemons that detach are reparented to us, so they can be reaped.
     rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
         .context("becoming a child subreaper")?;
-    let mut perf_rows = String::new();
-    let mut cells = Vec::new();
+    let mut t = Tables::default();
     let mut rows = Vec::new();
     let mut notes = Vec::new();
     let mut result = Ok(());
@@ -903,7 +973,7 @@ pub(crate) fn dns(o: &DnsOpts, rnet_dir: &Path) -> Result<()> {
                 (Kind::Baseline, Some(b)) => b.clone(),
                 _ => exe.clone(),
             };
-            match one(k, n, o, &exe, &mut perf_rows, &mut cells) {
+            match one(k, n, o, &exe, &mut t) {
                 Ok(Some(r)) => rows.push(r),
                 Ok(None) => notes.push(format!("{} is not installed", k.name())),
                 Err(e) => {
@@ -924,13 +994,26 @@ pub(crate) fn dns(o: &DnsOpts, rnet_dir: &Path) -> Result<()> {
         "| server | names | kind | QPS | server CPU | QPS per server CPU-s | lost | p50 µs | p99 µs | rcodes |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
-    print!("{perf_rows}");
+    print!("{}", t.perf_rows);
     println!();
     println!(
         "Server CPU: the server's own CPU time (user + system, all threads, from /proc/PID/stat) during the QPS run, as a share of one CPU. A server below 100% is waiting for the client: its QPS is the client's ceiling, and QPS per server CPU-second is its capacity.\n"
     );
-    ratio_table(&cells, "rnet-dns", "aardvark-dns");
-    ratio_table(&cells, "rnet-dns", "dnsmasq");
+    ratio_table(&t.cells, "rnet-dns", "aardvark-dns");
+    ratio_table(&t.cells, "rnet-dns", "dnsmasq");
+    println!(
+        "The same queries from rnet-bench's own load client (bench/src/dnsload.rs: {} queries in flight over 4 connected sockets as dnsperf -q 200 -c 4, refills sent with one sendmmsg per socket, answers read until the socket is dry, IDs checked, lost after 2 s), pinned to CPU 1 as dnsperf is: it needs less CPU per query than dnsperf, so a server that dnsperf leaves idle is driven to its own limit here and QPS compares the servers. Latencies are from the same run.\n",
+        crate::dnsload::IN_FLIGHT
+    );
+    println!(
+        "| server | names | kind | QPS | server CPU | QPS per server CPU-s | lost | p50 µs | p99 µs | rcodes |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    print!("{}", t.load_rows);
+    println!();
+    println!("With the load client:\n");
+    ratio_table(&t.load_cells, "rnet-dns", "aardvark-dns");
+    ratio_table(&t.load_cells, "rnet-dns", "dnsmasq");
     println!(
         "Start-up: exec to the first answer for the last name, names already in the server's state. Registration: start to the first correct answer for the new name ({} per cell, each asked at once and then every 0.5 ms) while another thread asks for an existing name in a loop.\n",
         o.dns_changes

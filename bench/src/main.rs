@@ -10,6 +10,7 @@
 mod chain;
 mod datapath;
 mod dns;
+mod dnsload;
 mod footprint;
 mod holder;
 mod netavark;

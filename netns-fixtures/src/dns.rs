@@ -182,7 +182,9 @@ fn query_id() -> u16 {
     N.fetch_add(0x3b1, std::sync::atomic::Ordering::Relaxed) ^ (std::process::id() as u16)
 }
 
-pub(crate) fn build_query(id: u16, name: &str, qtype: QType) -> Result<Vec<u8>> {
+/// A DNS query in wire format: ID `id`, recursion desired, one question
+/// `name`/`qtype` in class IN.
+pub fn build_query(id: u16, name: &str, qtype: QType) -> Result<Vec<u8>> {
     let mut q = Vec::with_capacity(32 + name.len());
     q.extend_from_slice(&id.to_be_bytes());
     q.extend_from_slice(&0x0100u16.to_be_bytes()); // RD

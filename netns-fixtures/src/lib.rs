@@ -47,7 +47,9 @@ mod probe;
 
 pub use bins::{find_plugin, plugin_path};
 pub use cni::{CniCall, CniOutput};
-pub use dns::{DnsAnswer, DnsData, DnsRecord, QType, dns_query, dns_query_timeout, reverse_name};
+pub use dns::{
+    DnsAnswer, DnsData, DnsRecord, QType, build_query, dns_query, dns_query_timeout, reverse_name,
+};
 pub use lab::{Container, Lab, Outside, OutsideConfig, veth_pair};
 pub use probe::{
     ArpCapture, ArpFrame, TcpServer, UdpServer, arp_capture, ping, tcp_connect, tcp_listen,
