@@ -208,11 +208,15 @@ impl Impl {
     /// The kernel's part of one ADD alone: the veth request rnet's bridge
     /// plugin makes (the pair, its peer straight into container 0's
     /// namespace, a port of `bench0`, up, with its alias and IPv6 off on
-    /// the port, as `rnet_netlink::Netlink::create_veth` sends them),
-    /// timed in this process from a thread in the lab host; the pair is
+    /// the port, as `rnet_netlink::Netlink::create_veth` sends them), then
+    /// the peer set up (which gives the port its carrier: the bridge
+    /// enables it then), timed in this process from a thread in the lab
+    /// host (the container's socket opened before the clock starts); the pair is
     /// deleted again (not timed). Shows what any plugin's ADD on this
     /// bridge pays for its port, whatever the plugin does around it.
-    pub fn veth_floor(&self) -> Result<Duration> {
+    /// Without `port`, the same pair is not made a bridge port: the veth of
+    /// a routed design (a /32 route per container, no shared bridge).
+    pub fn veth_floor(&self, port: bool) -> Result<Duration> {
         let netns = self
             .containers
             .first()
@@ -232,14 +236,24 @@ impl Impl {
                 peer_ns: Some(&peer_ns),
                 mac: Some(mac),
                 peer_mac: Some(rnet_netlink::random_mac()),
-                master: Some(br.index),
+                master: port.then_some(br.index),
                 up: true,
                 alias: Some("floor/probe"),
                 host_no_ipv6_ll: true,
                 ..rnet_netlink::VethSpec::default()
             };
+            let mut cnl = rnet_netlink::Netlink::in_netns(&peer_ns)?;
             let t = Instant::now();
-            let idx = nl.create_veth(&spec)?;
+            let (idx, peer) = nl.create_veth_pair(&spec)?;
+            let peer = match peer {
+                Some(p) => p,
+                None => {
+                    cnl.link_by_name("floor0")?
+                        .context("the probe's peer floor0 not found")?
+                        .index
+                }
+            };
+            cnl.link_set_up(peer)?;
             let d = t.elapsed();
             nl.link_del(idx)?;
             Ok(d)
@@ -463,6 +477,8 @@ pub fn scale(
     let mut at: Vec<Vec<(usize, Duration)>> = vec![Vec::new(); imps.len()];
     // The kernel's veth request alone, beside each timed rnet ADD.
     let mut floor: Vec<(usize, Duration)> = Vec::new();
+    // The same veth without the bridge port (a routed design's).
+    let mut routed: Vec<(usize, Duration)> = Vec::new();
     // The port mapper alone, with 0 and then each mark's count of mappings
     // installed (issue 5: ADD with 1000 mappings at most 1.2x with none).
     let mut pm: Vec<Vec<(usize, Duration)>> = vec![Vec::new(); imps.len()];
@@ -488,7 +504,9 @@ pub fn scale(
                 at[k].push((i, d));
                 if imp.rnet {
                     std::thread::sleep(SETTLE);
-                    floor.push((i, imp.veth_floor()?));
+                    floor.push((i, imp.veth_floor(true)?));
+                    std::thread::sleep(SETTLE);
+                    routed.push((i, imp.veth_floor(false)?));
                 }
             }
             if shape.portmap && marks.contains(&i) {
@@ -549,17 +567,21 @@ pub fn scale(
     }
     if !floor.is_empty() {
         let kernel = medians(&floor);
-        row("kernel: rnet's veth request alone ¹", &kernel);
+        row("kernel: rnet's veth requests alone ¹", &kernel);
         if let Some(k) = imps.iter().position(|imp| imp.rnet) {
             let rest: Vec<f64> = medians(&at[k])
                 .iter()
                 .zip(&kernel)
                 .map(|(a, f)| a - f)
                 .collect();
-            row("rnet ADD minus the veth request", &rest);
+            row("rnet ADD minus the veth requests", &rest);
         }
+        row(
+            "kernel: the same veth without a bridge port ²",
+            &medians(&routed),
+        );
         println!(
-            "\n¹ In process, no plugin: the same RTM_NEWLINK (pair with its peer in a container's namespace, bridge port, up, alias and IPv6 off on the port) timed beside each timed rnet ADD after the same pause, then deleted. The bridge's per-port work is the kernel's: any plugin pays it.\n"
+            "\n¹ In process, no plugin: the same RTM_NEWLINK (pair with its peer in a container's namespace, bridge port, up, alias and IPv6 off on the port), then the peer set up (the bridge enables the port when it gets its carrier), timed beside each timed rnet ADD after the same pause, then deleted. The bridge's per-port work is the kernel's: any plugin pays it.\n\n² The same request without IFLA_MASTER, after the same pause: the veth of a routed design (no shared bridge, a /32 route per container), on the same host with the same containers.\n"
         );
     }
     for (k, imp) in imps.iter().enumerate() {

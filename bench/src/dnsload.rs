@@ -259,7 +259,10 @@ mod tests {
         h.join().unwrap();
         assert!(l.answered > 1000, "{l:?}");
         assert_eq!(l.rcodes[0] + l.rcodes[1] + l.rcodes[2], l.answered);
-        assert!(l.rcodes[0] > 0 && l.rcodes[1] > 0 && l.rcodes[2] == 0, "{l:?}");
+        assert!(
+            l.rcodes[0] > 0 && l.rcodes[1] > 0 && l.rcodes[2] == 0,
+            "{l:?}"
+        );
         // Every 1000th query dropped: lost once the timeout passed, or
         // still unanswered at the end of the drain.
         assert!(l.lost >= l.answered / 1000 / 2 && l.lost > 0, "{l:?}");
