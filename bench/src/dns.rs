@@ -19,6 +19,11 @@
 //!   server below 100% of its CPU is waiting for the client, and queries
 //!   per server CPU-second is its capacity; both ratios are printed against
 //!   aardvark-dns and dnsmasq, cell by cell;
+//! - the same queries from rnet-bench's own load client
+//!   ([`crate::dnsload`]: the same 200 queries in flight over 4 sockets,
+//!   with less client work per query), which drives a server that dnsperf
+//!   leaves idle to its own limit: QPS, server CPU, lost queries and
+//!   p50/p99 from one run, and the same ratio tables;
 //! - RSS (VmRSS) once the names are loaded and after the query runs, and
 //!   the high-water mark (VmHWM);
 //! - start-up: from exec to the first correct answer for the last name, with
