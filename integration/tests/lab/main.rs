@@ -3,6 +3,7 @@
 //! they fail (loudly) instead of skipping.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod bench;
 mod bridge;
 mod chaos;
 mod cli;

@@ -119,9 +119,7 @@
 //! * [`plan`]: the elements of one attachment, its state file.
 //! * [`ops`]: install/uninstall/check/GC against any [`rnet_nft::Backend`].
 //! * [`conntrack`]: ctnetlink dump-and-delete.
-//! * [`bench`](mod@bench): the measurement the lead wires into `bench/`.
 
-pub mod bench;
 pub mod conditions;
 pub mod config;
 pub mod conntrack;
