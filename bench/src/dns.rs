@@ -732,7 +732,6 @@ struct Asked {
     slowest: Duration,
 }
 
-/// One QPS measurement, for the ratio table.
 /// What the query runs fill in: per client (dnsperf, then the load client
 /// of `dnsload`), a table's rows and the cells for the ratio tables.
 #[derive(Default)]
@@ -743,6 +742,7 @@ struct Tables {
     load_cells: Vec<Cell>,
 }
 
+/// One QPS measurement, for the ratio table.
 struct Cell {
     server: &'static str,
     n: usize,
